@@ -1,0 +1,1 @@
+"""One module per ``qwen`` subcommand; each exposes ``register(app)``."""
