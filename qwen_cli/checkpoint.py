@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -45,34 +46,49 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def _shard(tensors: dict[str, torch.Tensor], shard_bytes: int) -> list[dict[str, torch.Tensor]]:
-    shards: list[dict[str, torch.Tensor]] = [{}]
+def plan_shards(sizes: dict[str, int], shard_bytes: int) -> list[list[str]]:
+    """Group tensor names (in order) into shards of at most ``shard_bytes`` (a lone larger tensor
+    gets a shard of its own)."""
+    shards: list[list[str]] = [[]]
     size = 0
-    for name, tensor in tensors.items():
-        nbytes = tensor.numel() * tensor.element_size()
+    for name, nbytes in sizes.items():
         if shards[-1] and size + nbytes > shard_bytes:
-            shards.append({})
+            shards.append([])
             size = 0
-        shards[-1][name] = tensor
+        shards[-1].append(name)
         size += nbytes
     return shards
 
 
+def write_weight_shards(directory: Path, sizes: dict[str, int], produce: Callable[[str], torch.Tensor],
+                        shard_bytes: int = DEFAULT_SHARD_BYTES,
+                        on_tensor: Callable[[str], None] | None = None) -> None:
+    """Write tensors one shard at a time: ``produce(name)`` is called only while its shard is written,
+    so at most one shard is held in memory. ``sizes`` (name -> bytes) fixes order and sharding; above
+    ``shard_bytes`` the files are model-0000N-of-0000M.safetensors plus an index."""
+    shards = plan_shards(sizes, shard_bytes)
+    metadata = {"format": "pt"}
+    names = [WEIGHTS_FILE] if len(shards) == 1 else [
+        f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)
+    ]
+    for file_name, shard in zip(names, shards, strict=True):
+        tensors = {}
+        for name in shard:
+            tensors[name] = produce(name)
+            if on_tensor is not None:
+                on_tensor(name)
+        save_file(tensors, directory / file_name, metadata=metadata)
+        del tensors
+    if len(shards) > 1:
+        weight_map = {name: file_name for file_name, shard in zip(names, shards, strict=True) for name in shard}
+        index = {"metadata": {"total_size": sum(sizes.values())}, "weight_map": weight_map}
+        (directory / INDEX_FILE).write_text(json.dumps(index, indent=2))
+
+
 def write_weights(directory: Path, tensors: dict[str, torch.Tensor], shard_bytes: int = DEFAULT_SHARD_BYTES) -> None:
     """Write HF-named tensors as one safetensors file, or shards plus an index above ``shard_bytes``."""
-    shards = _shard(tensors, shard_bytes)
-    metadata = {"format": "pt"}
-    if len(shards) == 1:
-        save_file(shards[0], directory / WEIGHTS_FILE, metadata=metadata)
-        return
-    weight_map, total = {}, 0
-    for i, shard in enumerate(shards, start=1):
-        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, directory / name, metadata=metadata)
-        weight_map.update(dict.fromkeys(shard, name))
-        total += sum(t.numel() * t.element_size() for t in shard.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (directory / INDEX_FILE).write_text(json.dumps(index, indent=2))
+    sizes = {name: t.numel() * t.element_size() for name, t in tensors.items()}
+    write_weight_shards(directory, sizes, tensors.__getitem__, shard_bytes)
 
 
 def write_checksums(directory: Path) -> None:
@@ -135,15 +151,27 @@ def read_config(directory: Path) -> ModelConfig:
         raise UserError(f"{path}: invalid model config ({exc})") from None
 
 
-def read_hf_tensors(directory: Path) -> dict[str, torch.Tensor]:
-    """All tensors of a single-file or sharded safetensors checkpoint, by HF name."""
+def weight_files(directory: Path) -> list[Path]:
+    """The safetensors files of a checkpoint (from the shard index when there is one), all present."""
     index = directory / INDEX_FILE
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else [WEIGHTS_FILE]
-    tensors: dict[str, torch.Tensor] = {}
-    for name in files:
-        path = directory / name
+    if index.exists():
+        try:
+            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise UserError(f"{index}: invalid shard index ({exc})") from None
+    else:
+        names = [WEIGHTS_FILE]
+    paths = [directory / name for name in names]
+    for path in paths:
         if not path.is_file():
             raise UserError(f"{path}: weights file missing")
+    return paths
+
+
+def read_hf_tensors(directory: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a single-file or sharded safetensors checkpoint, by HF name."""
+    tensors: dict[str, torch.Tensor] = {}
+    for path in weight_files(directory):
         try:
             tensors.update(load_file(path))
         except (SafetensorError, OSError) as exc:
