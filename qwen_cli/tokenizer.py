@@ -29,7 +29,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 import tiktoken
 
 from qwen_cli.errors import UserError
+from qwen_cli.fsutil import atomic_file
 
 QWEN_PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
@@ -208,7 +208,7 @@ class Tokenizer:
     def save(self, directory: str | os.PathLike, hf: bool = True) -> None:
         """Write the tokenizer directory (ranks + ``qwen_tokenizer.json`` + Hugging Face files).
 
-        Files are written to temporary names, fsynced and renamed, so an interrupted save
+        Each file is written to a temporary name, fsynced and renamed, so an interrupted save
         never leaves a truncated file. ``directory`` is created if needed.
         """
         out = Path(directory)
@@ -223,24 +223,11 @@ class Tokenizer:
 
             files.update(hf_files(self))
         for name, content in files.items():
-            write_atomic(out / name, content)
-
-
-def write_atomic(path: Path, content: bytes) -> None:
-    """Write ``content`` to ``path`` via a fsynced temporary file in the same directory."""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(content)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write: {exc.strerror}") from exc
+            try:
+                with atomic_file(out / name, "wb") as fh:
+                    fh.write(content)
+            except OSError as exc:
+                raise UserError(f"{out / name}: cannot write: {exc.strerror}") from exc
 
 
 def _load_dir(directory: Path) -> Tokenizer:

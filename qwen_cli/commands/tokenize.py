@@ -1,0 +1,169 @@
+"""`qwen tokenize train | encode | stats`: vocabularies, token shards and compression statistics.
+
+Multi-valued options take several values after one flag (``--input a.txt b.jsonl``) as well
+as the flag repeated (``--input a.txt --input b.jsonl``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from typer.core import TyperCommand
+
+ON_ERROR_HELP = "error: stop at the first bad input (exit 2); skip: skip it and report counts"
+TEXT_UNIT_HELP = "for text files: one document per file, per blank-line paragraph, or per line"
+
+
+def greedy_command(*options: str) -> type[TyperCommand]:
+    """A command class whose ``options`` take every following non-option word as a value."""
+
+    class GreedyCommand(TyperCommand):
+        def parse_args(self, ctx, args: list[str]) -> list[str]:
+            rewritten: list[str] = []
+            current, first = None, False
+            for arg in args:
+                if arg.startswith("-") and len(arg) > 1:
+                    current, first = (arg if arg in options else None), True
+                    rewritten.append(arg)
+                elif current is not None and not first:
+                    rewritten.extend([current, arg])
+                else:
+                    rewritten.append(arg)
+                    first = False
+            return super().parse_args(ctx, rewritten)
+
+    return GreedyCommand
+
+
+class RichProgress:
+    """Adapter from the library's ``start(phase, total)`` / ``advance(n)`` calls to a rich bar."""
+
+    def __init__(self, console: Console, unit: str = "bytes") -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        counter = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), counter,
+                                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+        self._task = None
+
+    def __enter__(self) -> RichProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(*exc)
+
+    def start(self, phase: str, total: int | None) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, visible=False)
+        self._task = self._progress.add_task(phase, total=total)
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+
+def train(
+    corpus: list[str] = typer.Option(..., "--corpus", help="text/JSONL/parquet files or directories"),
+    vocab_size: int = typer.Option(..., "--vocab-size", help="total vocabulary: BPE ranks + 208 specials"),
+    out: Path = typer.Option(..., "--out", help="tokenizer directory to write"),
+    base: str = typer.Option("none", "--base", help="none: learn from bytes; cl100k: extend cl100k_base"),
+    text_field: str = typer.Option("text", "--text-field", help="JSONL/parquet field holding the text"),
+    text_unit: str = typer.Option("document", "--text-unit", help=TEXT_UNIT_HELP),
+    on_error: str = typer.Option("error", "--on-error", help=ON_ERROR_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output directory"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
+) -> None:
+    """Learn a Qwen-style byte-level BPE vocabulary (digits split, Qwen specials) from a corpus."""
+    from qwen_cli.bpe import train_tokenizer
+
+    console = Console(stderr=True)
+    with RichProgress(console, unit="count") as progress:
+        summary = train_tokenizer(corpus, vocab_size, out, base=base, text_field=text_field,
+                                  text_unit=text_unit, on_error=on_error, overwrite=overwrite, progress=progress)
+    _report(summary, as_json, f"wrote {out}: {summary['vocab_size']} tokens "
+            f"({summary['num_ranks']} ranks + {summary['num_specials']} specials, padded "
+            f"{summary['padded_vocab_size']}) from {summary['documents']} documents, "
+            f"{summary['bytes'] / 1e6:.1f} MB in {summary['seconds']:.1f} s")
+
+
+def encode(
+    inputs: list[str] = typer.Option(..., "--input", help="text/JSONL/parquet files, directories or hub names"),
+    out: Path = typer.Option(..., "--out", help="shard directory to write"),
+    tokenizer: str = typer.Option("qwen", "--tokenizer", help="qwen, cl100k or a tokenizer directory"),
+    text_field: str = typer.Option("text", "--text-field", help="JSONL/parquet field holding the text"),
+    val_fraction: float = typer.Option(0.01, "--val-fraction", help="fraction of documents held out"),
+    seed: int = typer.Option(0, "--seed", help="document shuffle seed"),
+    workers: int | None = typer.Option(None, "--workers", help="encoding processes (default: all cores)"),
+    shard_tokens: int = typer.Option(1 << 26, "--shard-tokens", help="maximum tokens per shard file"),
+    text_unit: str = typer.Option("document", "--text-unit", help=TEXT_UNIT_HELP),
+    on_error: str = typer.Option("error", "--on-error", help=ON_ERROR_HELP),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output directory"),
+    as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
+) -> None:
+    """Encode documents into shuffled uint32 shards with a validation split and a manifest."""
+    from qwen_cli.data.encode import encode_corpus
+
+    console = Console(stderr=True)
+    with RichProgress(console) as progress:
+        manifest = encode_corpus(inputs, tokenizer, out, text_field=text_field, val_fraction=val_fraction,
+                                 seed=seed, workers=workers, shard_tokens=shard_tokens, on_error=on_error,
+                                 text_unit=text_unit, overwrite=overwrite, progress=progress)
+    splits = manifest["splits"]
+    _report(manifest, as_json, f"wrote {out}: {manifest['tokens']:,} tokens from {manifest['documents']:,} "
+            f"documents (train {splits['train']['tokens']:,} in {len(splits['train']['shards'])} shards, "
+            f"val {splits['val']['tokens']:,})")
+
+
+def stats(
+    tokenizers: list[str] = typer.Option(["qwen", "cl100k"], "--tokenizer", help="names or tokenizer directories"),
+    corpora: list[str] = typer.Option(..., "--corpus", help="files or directories, one row group each"),
+    max_bytes: int = typer.Option(2_000_000, "--max-bytes", help="read at most this much text per corpus"),
+    text_field: str = typer.Option("text", "--text-field", help="JSONL/parquet field holding the text"),
+    on_error: str = typer.Option("error", "--on-error", help=ON_ERROR_HELP),
+    plot: Path | None = typer.Option(None, "--plot", help="save a bar chart (PNG) here"),
+    as_json: bool = typer.Option(False, "--json", help="print the table as JSON"),
+) -> None:
+    """Compression of several tokenizers on several corpora (the report's Figure 3)."""
+    from qwen_cli.tokenizer_stats import compression_table, plot_compression, render_table
+
+    result = compression_table(tokenizers, corpora, max_bytes=max_bytes, text_field=text_field,
+                               on_error=on_error)
+    if plot is not None:
+        plot_compression(result, plot)
+    if as_json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        render_table(result, Console())
+        if plot is not None:
+            Console(stderr=True).print(f"wrote {plot}")
+
+
+def _report(result: dict, as_json: bool, line: str) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        skipped = result.get("skipped") or {}
+        if skipped:
+            line += "; skipped " + ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in skipped.items())
+        Console(highlight=False).print(line)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``qwen tokenize`` with its three subcommands to the app."""
+    sub = typer.Typer(name="tokenize", help="Train a vocabulary, encode corpora into shards, compare compression.",
+                      no_args_is_help=True)
+    sub.command("train", cls=greedy_command("--corpus"))(train)
+    sub.command("encode", cls=greedy_command("--input"))(encode)
+    sub.command("stats", cls=greedy_command("--tokenizer", "--corpus"))(stats)
+    app.add_typer(sub)

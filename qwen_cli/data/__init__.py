@@ -1,0 +1,1 @@
+"""Data pipelines: corpus sources, token shards, chat samples and preference pairs."""
