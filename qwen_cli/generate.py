@@ -138,8 +138,9 @@ def generate(
 
     input_ids, prompt_mask = left_pad(prompts, device)
     width = input_ids.shape[1]
-    padded = not bool(prompt_mask.all())
-    # one mask over the whole cache; future slots are True and the model slices to the keys so far
+    # One mask over the whole cache; future slots are True and the model slices to the keys so far.
+    # It is passed even without padding: torch's CPU SDPA is ~100x slower for a one-token query
+    # without a mask (its flash kernel) than with one.
     attention_mask = torch.cat([prompt_mask, prompt_mask.new_ones(len(prompts), max_new_tokens)], dim=1)
     lengths = prompt_mask.sum(dim=1)
     seen = None
@@ -153,8 +154,7 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        logits = model(input_ids, attention_mask=attention_mask if padded else None, cache=cache,
-                       num_logits_to_keep=1)[:, -1]
+        logits = model(input_ids, attention_mask=attention_mask, cache=cache, num_logits_to_keep=1)[:, -1]
         for step in range(max_new_tokens):
             if seen is not None:
                 logits = penalize_repeats(logits, seen, repetition_penalty)
@@ -179,10 +179,8 @@ def generate(
                 rows = [rows[r] for r in keep]
             if seen is not None:
                 seen.scatter_(1, chosen[:, None], True)
-            position_ids = (lengths + step)[:, None] if padded else None
-            logits = model(chosen[:, None], position_ids=position_ids,
-                           attention_mask=attention_mask if padded else None, cache=cache,
-                           num_logits_to_keep=1)[:, -1]
+            logits = model(chosen[:, None], position_ids=(lengths + step)[:, None], attention_mask=attention_mask,
+                           cache=cache, num_logits_to_keep=1)[:, -1]
     finally:
         model.train(was_training)
     return outputs
