@@ -1,0 +1,99 @@
+"""Fused output projection + cross-entropy for training, with the plain-torch reference.
+
+``linear_cross_entropy(hidden, weight, labels)`` returns the *summed* token cross-entropy of
+``hidden @ weight.T`` against ``labels`` (``ignore_index`` rows excluded) and the number of
+counted tokens. It never holds the full [tokens, vocab] logits: tokens are processed in
+chunks; for each chunk the logits are computed (fp32 softmax statistics), turned in place
+into ``softmax - onehot`` and immediately multiplied into the gradients of ``hidden`` and
+``weight``, which backward then only scales. That saves the logits' memory and the
+separate log-softmax / its backward passes over [tokens, vocab] — with a 152k vocabulary the
+output layer is most of a small model's work.
+
+Under autocast the matmuls run in the autocast dtype (bf16) and the softmax in fp32, like
+the reference under autocast. The matmuls happen in forward, so call it only when the loss
+will be backpropagated (or under ``torch.no_grad`` for evaluation, which skips them).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+CHUNK_BYTES = 1 << 28  # fp32 logits per chunk
+
+
+def auto_chunk(vocab_size: int) -> int:
+    """Tokens per chunk so that one chunk's fp32 logits take about ``CHUNK_BYTES``."""
+    return max(64, CHUNK_BYTES // (4 * vocab_size))
+
+
+def _matmul_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return dtype
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, chunk, ignore_index):
+        mm_dtype = _matmul_dtype(hidden.device, weight.dtype)
+        with torch.autocast(hidden.device.type, enabled=False):
+            h, w = hidden.to(mm_dtype), weight.to(mm_dtype)
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+            grad_w = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
+            for start in range(0, h.shape[0], chunk):
+                h_c, y = h[start : start + chunk], labels[start : start + chunk]
+                logits = (h_c @ w.T).float()
+                valid = y != ignore_index
+                target = y.clamp(min=0)
+                lse = torch.logsumexp(logits, dim=-1)
+                picked = logits.gather(1, target[:, None]).squeeze(1)
+                total += torch.where(valid, lse - picked, 0.0).sum()
+                if grad_h is None and grad_w is None:
+                    continue
+                probs = logits.sub_(lse[:, None]).exp_()
+                probs[torch.arange(len(y), device=y.device), target] -= 1.0
+                probs.mul_(valid[:, None])
+                g = probs.to(mm_dtype)
+                if grad_h is not None:
+                    grad_h[start : start + chunk] = g @ w
+                if grad_w is not None:
+                    if mm_dtype == torch.float32:
+                        grad_w.addmm_(g.T, h_c)
+                    else:
+                        grad_w += (g.T @ h_c).float()
+        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype) if grad_w is not None else None)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        grad_h, grad_w = ctx.saved_tensors
+        return (
+            grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None,
+            grad_w * grad_out.to(grad_w.dtype) if grad_w is not None else None,
+            None, None, None,
+        )
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int = 0,
+    ignore_index: int = IGNORE_INDEX,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed cross-entropy, counted tokens) of ``hidden [..., H] @ weight[V, H].T`` vs ``labels [...]``."""
+    flat_h = hidden.reshape(-1, hidden.shape[-1])
+    flat_y = labels.reshape(-1)
+    chunk = chunk or auto_chunk(weight.shape[0])
+    loss = _LinearCrossEntropy.apply(flat_h, weight, flat_y, chunk, ignore_index)
+    return loss, (flat_y != ignore_index).sum()
+
+
+def reference_linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain torch: full logits, fp32 cross-entropy summed over the counted tokens."""
+    logits = (hidden @ weight.T).float()
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                           ignore_index=ignore_index, reduction="sum")
+    return loss, (labels != ignore_index).sum()

@@ -1,0 +1,348 @@
+"""Recipes: TOML files with typed sections, ``--set section.key=value`` overrides, exact errors.
+
+A recipe is data: every number of a run (the paper's included) lives in a TOML file under
+``recipes/``; the code only has neutral defaults. Each top-level table is a *section* parsed
+into a dataclass. The base sections (shared by every stage) are
+
+    model         preset or explicit shape fields (-> ``ModelConfig``)
+    data          token shards and sequence length
+    optim         AdamW hyper-parameters, weight decay, clipping
+    schedule      warm-up then cosine (or constant) decay to ``min_lr_ratio`` of the peak
+    train         global token batch, micro batch, length, dtype, seed, validation, compile
+    checkpoint    how often and how many checkpoints to keep
+    logging       console/metrics cadence
+    distributed   FSDP2 options under ``torchrun``
+    init          start from an existing checkpoint directory (SFT, specialisation)
+
+A stage adds or replaces sections by passing its own mapping, e.g.
+``load_recipe(path, sections={**BASE_SECTIONS, "data": ChatData, "lora": LoraSection})``.
+
+Overrides are ``section.key=value`` where ``value`` is read as a TOML value (``3e-4``,
+``true``, ``[0.9, 0.95]``, ``"text"``); anything that is not valid TOML is taken as a bare
+string, so ``--set data.shards=runs/tiny/shards`` needs no quotes. Paths in recipes are
+relative to the current directory (where ``qwen`` runs), not to the recipe file.
+
+Errors (unknown section or key, wrong type, unreadable file) raise ``UserError`` with one
+line naming the file and the key and, for typos, a did-you-mean suggestion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+
+from qwen_cli.errors import UserError
+from qwen_cli.model import ModelConfig
+
+
+@dataclass
+class ModelSection:
+    """Model shape: a ``preset`` (qwen-1.8b|qwen-7b|qwen-14b) and/or explicit ``ModelConfig`` fields.
+
+    Unset fields come from the preset, else from ``ModelConfig``'s defaults; an unset
+    ``vocab_size`` is the tokenizer's padded vocabulary size.
+    """
+
+    preset: str | None = None
+    vocab_size: int | None = None
+    hidden_size: int | None = None
+    num_layers: int | None = None
+    num_heads: int | None = None
+    num_kv_heads: int | None = None
+    intermediate_size: int | None = None
+    max_position_embeddings: int | None = None
+    rope_theta: float | None = None
+    rms_norm_eps: float | None = None
+    tie_word_embeddings: bool | None = None
+    dropout: float | None = None
+    init_std: float | None = None
+    attention_backend: Literal["auto", "sdpa", "eager", "flash"] | None = None
+
+    def to_config(self, vocab_size: int | None = None) -> ModelConfig:
+        """The ``ModelConfig`` (``vocab_size`` fills in when the recipe leaves it unset)."""
+        explicit = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
+        explicit = {k: v for k, v in explicit.items() if v is not None}
+        if "vocab_size" not in explicit and vocab_size is not None:
+            explicit["vocab_size"] = vocab_size
+        try:
+            if self.preset is not None:
+                return ModelConfig.preset(self.preset, **explicit)
+            return ModelConfig(**explicit)
+        except (KeyError, ValueError) as exc:
+            raise UserError(f"[model]: {exc.args[0]}") from None
+
+
+@dataclass
+class DataSection:
+    """Token shards written by ``qwen tokenize encode`` and the training sequence length."""
+
+    shards: str = ""
+    seq_len: int = 2048
+
+
+@dataclass
+class OptimSection:
+    """AdamW. Weight decay applies to matrices and embeddings, never to biases or norm gains."""
+
+    lr: float = 3e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0  # max global gradient L2 norm; 0 disables clipping
+    fused: bool = True  # fused AdamW kernel when the device supports it
+
+
+@dataclass
+class ScheduleSection:
+    """Linear warm-up over ``warmup_steps`` (or ``warmup_ratio`` of all steps), then decay."""
+
+    warmup_steps: int = 0
+    warmup_ratio: float = 0.0
+    decay: Literal["cosine", "linear", "constant"] = "cosine"
+    min_lr_ratio: float = 0.1  # the final learning rate as a fraction of the peak
+
+
+@dataclass
+class TrainSection:
+    """Length and shape of the run. ``batch_tokens`` is global (all ranks, all micro steps)."""
+
+    batch_tokens: int = 4_194_304
+    micro_batch_size: int = 1  # sequences per rank per forward/backward
+    steps: int = 0  # optimizer steps; 0 = tokens // batch_tokens
+    tokens: int = 0  # total training tokens (used when steps = 0)
+    dtype: Literal["float32", "bfloat16"] = "bfloat16"  # autocast dtype; master weights stay fp32
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 1234
+    compile: bool = False  # torch.compile each transformer block
+    loss_chunk_tokens: int = 4096  # tokens per chunk of the fused output-projection + cross-entropy
+    val_every: int = 0  # steps between validation passes; 0 = only at the end
+    val_batches: int = 8  # micro batches of the held-out split per validation pass
+    peak_flops: float = 0.0  # per-device peak FLOP/s for MFU; 0 = measure a matmul at start
+
+
+@dataclass
+class CheckpointSection:
+    """Checkpoints under ``OUT/checkpoints/step_NNNNNN``; ``every`` = 0 saves only at the end."""
+
+    every: int = 0
+    keep_last: int = 3
+
+
+@dataclass
+class LoggingSection:
+    """Console and ``metrics.jsonl`` cadence."""
+
+    log_every: int = 1
+    progress: Literal["auto", "rich", "plain", "none"] = "auto"
+
+
+@dataclass
+class DistributedSection:
+    """FSDP2 options when launched with ``torchrun`` (ignored in a single process)."""
+
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    reshard_after_forward: bool = True
+
+
+@dataclass
+class InitSection:
+    """Start from an existing checkpoint directory instead of random weights."""
+
+    checkpoint: str = ""
+
+
+BASE_SECTIONS: dict[str, type] = {
+    "model": ModelSection,
+    "data": DataSection,
+    "optim": OptimSection,
+    "schedule": ScheduleSection,
+    "train": TrainSection,
+    "checkpoint": CheckpointSection,
+    "logging": LoggingSection,
+    "distributed": DistributedSection,
+    "init": InitSection,
+}
+
+
+class Recipe:
+    """Parsed sections by name (``recipe.train.seed``) plus the file they came from."""
+
+    def __init__(self, sections: dict[str, Any], source: str = "<recipe>") -> None:
+        self.sections = sections
+        self.source = source
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections", {})
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"recipe has no section {name!r}")
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict; ``None`` values (unset) are left out."""
+        out = {}
+        for name, section in self.sections.items():
+            values = {k: v for k, v in dataclasses.asdict(section).items() if v is not None}
+            out[name] = values
+        return out
+
+    def to_toml(self) -> str:
+        """The resolved recipe as TOML text; loading it back gives an equal recipe."""
+        lines = [f"# resolved recipe (from {self.source})"]
+        for name, values in self.to_dict().items():
+            lines.append(f"\n[{name}]")
+            lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
+        return "\n".join(lines) + "\n"
+
+
+def toml_value(value: Any) -> str:
+    """One scalar or list as TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
+    """(ok, value converted to ``tp``); ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is not type(None):
+                ok, out = _coerce(value, arg)
+                if ok:
+                    return True, out
+        return False, value
+    if origin is Literal:
+        return value in typing.get_args(tp), value
+    if origin is list:
+        if not isinstance(value, list):
+            return False, value
+        (item_tp,) = typing.get_args(tp)
+        converted = [_coerce(v, item_tp) for v in value]
+        return all(ok for ok, _ in converted), [v for _, v in converted]
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is dict:
+        return isinstance(value, dict), value
+    return isinstance(value, tp), value
+
+
+def _build_section(cls: type, values: dict, where: str, name: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in known:
+            raise UserError(f"{where}: unknown key '{name}.{key}'{_suggest(key, known)}")
+        ok, converted = _coerce(value, hints[key])
+        if not ok:
+            raise UserError(
+                f"{where}: '{name}.{key}' must be {_type_name(hints[key])}, got {toml_value_safe(value)}"
+            )
+        kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def toml_value_safe(value: Any) -> str:
+    try:
+        return toml_value(value)
+    except TypeError:
+        return repr(value)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``section.key=value`` -> (section, key, value); the value is TOML or else a bare string."""
+    if "=" not in text:
+        raise UserError(f"--set {text}: expected section.key=value")
+    dotted, raw = text.split("=", 1)
+    parts = dotted.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise UserError(f"--set {text}: the key must be section.key (e.g. train.seed)")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return parts[0], parts[1], value
+
+
+def read_toml(path: Path) -> dict:
+    """The parsed TOML file, or a one-line UserError naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: recipe file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read recipe ({exc})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: invalid TOML ({exc})") from None
+
+
+def build_recipe(
+    data: dict, source: str = "<recipe>", overrides: typing.Sequence[str] = (),
+    sections: dict[str, type] | None = None,
+) -> Recipe:
+    """Typed recipe from a parsed TOML mapping plus ``--set`` overrides."""
+    sections = BASE_SECTIONS if sections is None else sections
+    merged: dict[str, dict] = {}
+    for name, values in data.items():
+        if name not in sections:
+            raise UserError(f"{source}: unknown section [{name}]{_suggest(name, sections)}")
+        if not isinstance(values, dict):
+            raise UserError(f"{source}: '{name}' must be a table ([{name}]), got {toml_value_safe(values)}")
+        merged[name] = dict(values)
+    built = {name: _build_section(cls, merged.get(name, {}), source, name) for name, cls in sections.items()}
+    for text in overrides:
+        name, key, value = parse_override(text)
+        if name not in sections:
+            raise UserError(f"--set {text}: unknown section '{name}'{_suggest(name, sections)}")
+        merged.setdefault(name, {})[key] = value
+        built[name] = _build_section(sections[name], merged[name], f"--set {text}", name)
+    return Recipe(built, source)
+
+
+def load_recipe(
+    path: str | Path, overrides: typing.Sequence[str] = (), sections: dict[str, type] | None = None
+) -> Recipe:
+    """Read ``path`` (TOML), apply ``--set`` overrides, and type-check every key."""
+    path = Path(path)
+    return build_recipe(read_toml(path), str(path), overrides, sections)

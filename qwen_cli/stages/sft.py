@@ -1,0 +1,250 @@
+"""Supervised fine-tuning on ChatML conversations (report §3.1): loss only on assistant replies.
+
+The model and tokenizer come from ``init.checkpoint`` (a pretrained model directory). Data is a
+JSONL file of conversations in any shape :mod:`qwen_cli.data.chat` reads; every conversation
+is rendered, masked and truncated once at start-up, then each epoch is shuffled (seeded) and
+laid out as rows of ``data.seq_len`` tokens: ``batching = "pack"`` (several conversations
+per row, separated by ``segment_ids``) or ``"pad"`` (one per row, right-padded to the longest
+in the micro batch). A "sequence" in ``train.batch_tokens`` is one row.
+
+Recipe sections: the base ones, with ``[data]`` replaced by :class:`ChatDataSection`, plus
+``[lora]`` (``rank = 0`` trains all weights) and ``[sample]`` (a reply printed at the end).
+``[model]`` may only set ``dropout`` / ``attention_backend``: the shape is the checkpoint's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from qwen_cli import lora
+from qwen_cli.checkpoint import load_model
+from qwen_cli.data.chat import (
+    DEFAULT_SYSTEM,
+    ChatStats,
+    ChatTemplate,
+    Sample,
+    collate,
+    encode_conversations,
+    epoch_rows,
+    read_chat_jsonl,
+)
+from qwen_cli.data.shards import BatchLayout
+from qwen_cli.errors import UserError
+from qwen_cli.model import QwenModel
+from qwen_cli.recipe import BASE_SECTIONS, ModelSection, Recipe
+from qwen_cli.stages.pretrain import causal_lm_loss
+from qwen_cli.tokenizer import load_tokenizer
+from qwen_cli.trainer import Stage
+
+ADAPTER_FILE = "lora_adapter.safetensors"
+
+
+@dataclass
+class ChatDataSection:
+    """Conversations (JSONL: messages / ShareGPT / alpaca) and how they become rows."""
+
+    train: str = ""
+    val: str = ""  # a separate JSONL file; else ``val_fraction`` of ``train`` is held out
+    val_fraction: float = 0.0
+    seq_len: int = 2048
+    batching: Literal["pack", "pad"] = "pack"
+    default_system: str = DEFAULT_SYSTEM
+    on_bad: Literal["error", "skip"] = "error"  # a malformed line: stop with file:line, or count and skip
+
+
+@dataclass
+class LoraSection:
+    """Low-rank adapters instead of full fine-tuning (``rank = 0``: off); merged into the saved weights."""
+
+    rank: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: list(lora.TARGETS))
+
+
+@dataclass
+class ChatSampleSection:
+    """A greedy reply printed after training (``max_new_tokens = 0`` disables it)."""
+
+    prompt: str = "Hello!"
+    max_new_tokens: int = 48
+
+
+SECTIONS: dict[str, type] = {**BASE_SECTIONS, "data": ChatDataSection, "lora": LoraSection,
+                             "sample": ChatSampleSection}
+TUNABLE_MODEL_KEYS = ("dropout", "attention_backend")
+
+
+def set_dropout(model: QwenModel, p: float) -> None:
+    """Change the dropout probability of a built model (config and every Dropout module)."""
+    model.config.dropout = p
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+
+
+class ChatBatches:
+    """This rank's micro batches over shuffled epochs, resumable at step boundaries.
+
+    Global row ``k`` is row ``k mod R`` of epoch ``k // R``'s layout (R rows per epoch, the
+    same for every epoch when padding; packing lays out each epoch's shuffle anew).
+    """
+
+    def __init__(self, samples: list[Sample], layout: BatchLayout, seq_len: int, mode: str, seed: int) -> None:
+        self.samples, self.layout, self.seq_len, self.mode, self.seed = samples, layout, seq_len, mode, seed
+        self.step_start, self.micro = 0, 0
+        self._epoch, self._rows, self._epoch_first = -1, [], 0
+
+    def _row(self, k: int) -> list[int]:
+        while k >= self._epoch_first + len(self._rows) or self._epoch < 0:
+            self._epoch_first += len(self._rows)
+            self._epoch += 1
+            self._rows = epoch_rows(self.samples, self.seq_len, self.mode, self.seed + self._epoch)
+        if k < self._epoch_first:  # a resume went backwards: replay from the start
+            self._epoch, self._rows, self._epoch_first = -1, [], 0
+            return self._row(k)
+        return self._rows[k - self._epoch_first]
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        first = self.layout.micro_start(self.step_start, self.micro)
+        rows = [self._row(first + j) for j in range(self.layout.micro_batch_size)]
+        self.micro += 1
+        if self.micro == self.layout.accum_steps:
+            self.micro = 0
+            self.step_start += self.layout.global_sequences
+        return micro_batch(self.samples, rows, self.mode)
+
+    def state_dict(self) -> dict:
+        if self.micro:
+            raise RuntimeError("data position is only defined between optimizer steps")
+        return {"sequences": self.step_start, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_start, self.micro, self.seed = int(state["sequences"]), 0, int(state["seed"])
+        self._epoch, self._rows, self._epoch_first = -1, [], 0
+
+
+def micro_batch(samples: list[Sample], rows: list[list[int]], mode: str) -> dict[str, torch.Tensor]:
+    """Collated rows, as wide as the longest row (``segment_ids`` only when packing)."""
+    width = max(sum(len(samples[i].ids) for i in row) for row in rows)
+    return collate(samples, rows, width, segments=mode == "pack")
+
+
+class SFTStage(Stage):
+    """Chat fine-tuning from a pretrained checkpoint."""
+
+    name = "sft"
+
+    def __init__(self, recipe: Recipe) -> None:
+        super().__init__(recipe)
+        data, source = recipe.data, recipe.source
+        if not recipe.init.checkpoint:
+            raise UserError(f"{source}: init.checkpoint is not set (the pretrained model directory to fine-tune)")
+        if not data.train:
+            raise UserError(f"{source}: data.train is not set (a JSONL file of conversations)")
+        if not 0 <= data.val_fraction < 1:
+            raise UserError(f"{source}: data.val_fraction must be in [0, 1), got {data.val_fraction}")
+        shaped = [f.name for f in fields(ModelSection)
+                  if f.name not in TUNABLE_MODEL_KEYS and getattr(recipe.model, f.name) is not None]
+        if shaped:
+            raise UserError(f"{source}: model.{shaped[0]} cannot be set for SFT (the shape comes from "
+                            f"init.checkpoint; only {', '.join(TUNABLE_MODEL_KEYS)} may be)")
+        self.tokenizer = load_tokenizer(recipe.init.checkpoint)
+        self.template = ChatTemplate(self.tokenizer, data.default_system)
+        self.stats = ChatStats()
+        conversations, self.stats.skipped_lines = read_chat_jsonl(data.train, data.on_bad)
+        val_conversations: list = []
+        if data.val:
+            val_conversations, skipped = read_chat_jsonl(data.val, data.on_bad)
+            self.stats.skipped_lines += skipped
+        elif data.val_fraction:
+            n_val = max(1, round(len(conversations) * data.val_fraction))
+            conversations, val_conversations = conversations[:-n_val], conversations[-n_val:]
+        self.train_samples = encode_conversations(self.template, conversations, data.seq_len, self.stats)
+        self.val_samples = encode_conversations(self.template, val_conversations, data.seq_len, ChatStats())
+        if not self.train_samples:
+            raise UserError(f"{data.train}: no conversation has a supervised token within data.seq_len = {data.seq_len}")
+
+    @property
+    def seq_len(self) -> int:
+        return self.recipe.data.seq_len
+
+    def build_model(self) -> nn.Module:
+        model = load_model(self.recipe.init.checkpoint).train()
+        self.model_config = model.config
+        if self.tokenizer.vocab_size > model.config.vocab_size:
+            raise UserError(f"{self.recipe.init.checkpoint}: tokenizer has {self.tokenizer.vocab_size} tokens, "
+                            f"the model only {model.config.vocab_size} embedding rows")
+        if self.recipe.model.dropout is not None:
+            set_dropout(model, self.recipe.model.dropout)
+        if self.recipe.model.attention_backend is not None:
+            model.config.attention_backend = self.recipe.model.attention_backend
+        cfg = self.recipe.lora
+        if cfg.rank:
+            try:
+                lora.apply_lora(model, cfg.rank, cfg.alpha, cfg.dropout, cfg.targets)
+            except ValueError as exc:
+                raise UserError(f"{self.recipe.source}: [lora] {exc}") from None
+        return model
+
+    def train_batches(self, layout: BatchLayout) -> ChatBatches:
+        if layout.rank == 0:
+            s = self.stats
+            Console(stderr=True, highlight=False).print(
+                f"sft data: {s.conversations} conversations, {s.tokens:,} tokens ({s.supervised_tokens:,} "
+                f"supervised); truncated: {s.truncated_turns} by oldest turns, {s.truncated_tail} at the tail; "
+                f"dropped {s.dropped}; bad lines skipped {s.skipped_lines}; {len(self.val_samples)} validation")
+        d = self.recipe.data
+        return ChatBatches(self.train_samples, layout, d.seq_len, d.batching, self.recipe.train.seed)
+
+    def val_batches(self, layout: BatchLayout) -> list:
+        if not self.val_samples:
+            return []
+        d, b, world = self.recipe.data, layout.micro_batch_size, layout.world_size
+        rows = epoch_rows(self.val_samples, d.seq_len, d.batching, seed=0)
+        batches = []
+        for m in range(min(self.recipe.train.val_batches, len(rows) // (b * world))):
+            first = (m * world + layout.rank) * b
+            batches.append(micro_batch(self.val_samples, rows[first : first + b], d.batching))
+        return batches
+
+    def loss(self, model: QwenModel, batch: dict):
+        return causal_lm_loss(model, batch, self.recipe.train.loss_chunk_tokens)
+
+    def write_model(self, directory: Path, state: dict[str, torch.Tensor], recipe_text: str) -> None:
+        """Plain Qwen2 weights (LoRA merged) plus, with LoRA, the adapters for exact resume."""
+        if self.recipe.lora.rank:
+            save_file(lora.adapter_state(state), directory / ADAPTER_FILE)
+            state = lora.merge_state(state, self.recipe.lora.alpha / self.recipe.lora.rank)
+        super().write_model(directory, state, recipe_text)
+
+    def read_model_state(self, directory: Path) -> dict[str, torch.Tensor]:
+        """With LoRA: the frozen base weights of ``init.checkpoint`` plus the saved adapters."""
+        if not self.recipe.lora.rank:
+            return super().read_model_state(directory)
+        base = super().read_model_state(Path(self.recipe.init.checkpoint))
+        return lora.unmerged_state(base, load_file(directory / ADAPTER_FILE))
+
+    def finish(self, final_dir: Path, console: Console) -> None:
+        sample = self.recipe.sample
+        if sample.max_new_tokens <= 0:
+            return
+        from qwen_cli.generate import generate
+
+        model = load_model(final_dir)
+        prompt = self.template.prompt([{"role": "user", "content": sample.prompt}])
+        reply = generate(model, [prompt], sample.max_new_tokens, stop_ids=self.template.stop_ids)[0]
+        console.print(f"[bold]sample[/] user: {escape(sample.prompt)}")
+        console.print(f"[bold]sample[/] assistant: {escape(self.tokenizer.decode(reply))}", highlight=False)

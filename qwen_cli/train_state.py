@@ -1,0 +1,190 @@
+"""Trainer state for exact resume: optimizer, step, data position, RNG streams — no pickle.
+
+A training checkpoint is a model directory (``qwen_cli.checkpoint``: config.json, weights,
+tokenizer, recipe.toml) plus three files, all covered by ``checksums.json``:
+
+    optimizer.safetensors   AdamW moments and step counters, named ``state/<param name>/<key>``
+    rng.safetensors         torch CPU generator state (``torch_cpu``) and CUDA ones (``cuda_<i>``), uint8
+    trainer_state.json      format, step, total_steps, tokens_seen, the data iterator's position,
+                            the optimizer's param groups (hyper-parameters + parameter names),
+                            Python's and NumPy's global RNG states
+
+Everything is keyed by parameter *name* and holds full (unsharded) tensors, so a checkpoint
+from N processes resumes in M. Only safetensors and JSON are read back.
+
+Run directory layout (``OUT`` = ``--out``):
+
+    OUT/recipe.toml                     resolved recipe of the run
+    OUT/metrics.jsonl                   one JSON object per logged step / validation
+    OUT/checkpoints/step_000100/        model directory + trainer state (keep-last-k of these)
+    OUT/final/                          the finished model (model directory only)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from qwen_cli.checkpoint import read_hf_tensors, verify_checksums
+from qwen_cli.errors import UserError
+from qwen_cli.hf_format import from_hf_state_dict
+from qwen_cli.model import ModelConfig
+
+FORMAT = "qwen_cli.train_state/1"
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+RNG_FILE = "rng.safetensors"
+CHECKPOINTS = "checkpoints"
+STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+@dataclass
+class TrainState:
+    """Scalars of a run at a step boundary."""
+
+    step: int
+    total_steps: int
+    tokens_seen: int
+    data: dict
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return run_dir / CHECKPOINTS / f"step_{step:06d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, dir) of every ``checkpoints/step_N`` in ascending step order."""
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := STEP_DIR.match(p.name))]
+    return sorted(found)
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints and leftovers of interrupted saves."""
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return
+    for leftover in root.glob(".step_*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if keep_last > 0:
+        for _, path in list_checkpoints(run_dir)[:-keep_last]:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def latest_valid_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
+    """Newest checkpoint whose checksums verify, plus one line per newer one that did not."""
+    skipped = []
+    for _, path in reversed(list_checkpoints(run_dir)):
+        try:
+            verify_checksums(path)
+            if not (path / STATE_FILE).is_file():
+                raise UserError(f"{path}: no {STATE_FILE}")
+        except UserError as exc:
+            skipped.append(str(exc))
+            continue
+        return path, skipped
+    return None, skipped
+
+
+def _rng_json() -> dict:
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": {"version": version, "state": list(mt), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
+                  "cached": float(cached)},
+    }
+
+
+def _set_rng_json(data: dict) -> None:
+    py = data["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    npy = data["numpy"]
+    np.random.set_state((npy["kind"], np.array(npy["keys"], dtype=np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached"]))
+
+
+def rng_tensors() -> dict[str, torch.Tensor]:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda_{i}"] = state
+    return tensors
+
+
+def write_train_state(directory: Path, state: TrainState, optimizer_state: dict) -> None:
+    """Write optimizer, RNG and scalar state into a (temporary) checkpoint directory."""
+    tensors, groups = {}, []
+    for name, entries in optimizer_state["state"].items():
+        for key, value in entries.items():
+            tensor = value if torch.is_tensor(value) else torch.tensor(value)
+            tensors[f"state/{name}/{key}"] = tensor.detach().cpu().contiguous()
+    for group in optimizer_state["param_groups"]:
+        groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()})
+    save_file(tensors, directory / OPTIMIZER_FILE)
+    save_file({k: v.contiguous() for k, v in rng_tensors().items()}, directory / RNG_FILE)
+    payload = {
+        "format": FORMAT,
+        "step": state.step,
+        "total_steps": state.total_steps,
+        "tokens_seen": state.tokens_seen,
+        "data": state.data,
+        "param_groups": groups,
+        "rng": _rng_json(),
+    }
+    (directory / STATE_FILE).write_text(json.dumps(payload, indent=1))
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+
+
+def read_train_state(directory: Path) -> tuple[TrainState, dict, dict]:
+    """(scalars, optimizer state dict by parameter name, raw JSON) of a verified checkpoint."""
+    path = directory / STATE_FILE
+    try:
+        payload = json.loads(path.read_text())
+        if payload.get("format") != FORMAT:
+            raise UserError(f"{path}: unsupported format {payload.get('format')!r} (expected {FORMAT})")
+        state = TrainState(payload["step"], payload["total_steps"], payload["tokens_seen"], payload["data"])
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: invalid trainer state ({exc})") from None
+    nested: dict[str, dict] = {}
+    for key, tensor in _load_safetensors(directory / OPTIMIZER_FILE).items():
+        _, name, field = key.split("/", 2)
+        nested.setdefault(name, {})[field] = tensor
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in payload["param_groups"]]
+    return state, {"state": nested, "param_groups": groups}, payload
+
+
+def restore_rng(directory: Path, payload: dict) -> None:
+    """Put every RNG stream back where the checkpoint left it."""
+    tensors = _load_safetensors(directory / RNG_FILE)
+    torch.set_rng_state(tensors["torch_cpu"])
+    if torch.cuda.is_available():
+        cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda_"))]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+    _set_rng_json(payload["rng"])
+
+
+def read_model_state(directory: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our-named model state dict of a checkpoint (weights only; checksums verified by the caller)."""
+    try:
+        return from_hf_state_dict(read_hf_tensors(directory), config)
+    except KeyError as exc:
+        raise UserError(f"{directory}: tensor {exc.args[0]} missing from the weights") from None
