@@ -1,0 +1,192 @@
+"""The lm-eval model class backed by our model and tokenizer, registered as ``qwen_cli``.
+
+``lm_eval --model qwen_cli --model_args pretrained=CKPT`` works once this module is imported;
+``qwen eval`` builds it around an already loaded model.
+
+* ``loglikelihood``: requests are deduplicated and sorted longest first, then run in right-padded
+  batches (no mask is needed: padding sits after every real token). Only the hidden states at
+  continuation positions go through the output projection, which for a 151,936-word vocabulary is
+  most of the cost. Requests that share a context and whose continuations are one token each (the
+  multiple-choice case: " A"/" B"/" C"/" D") are scored from a single run of the context.
+* ``loglikelihood_rolling``: the document is cut into disjoint windows of at most ``max_length``
+  tokens, each conditioned on the preceding tokens (lm-eval's rolling-window scheme); the windows
+  are scored as ordinary log-likelihood requests and summed per document.
+* ``generate_until``: greedy (or sampled) decoding with ``qwen_cli.generate`` in batches; stop
+  strings end a row and the text is cut at the first one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+Request = tuple[tuple[str, str], list[int], list[int]]
+
+
+@register_model("qwen_cli")
+class QwenLM(TemplateLM):
+    """lm-eval adapter: ``QwenLM(model=..., tokenizer=...)`` or ``QwenLM(pretrained=CKPT_DIR)``."""
+
+    def __init__(self, pretrained: str | None = None, model=None, tokenizer=None, batch_size: int | str = 8,
+                 max_length: int | None = None, max_gen_toks: int = 256, device: str = "cpu",
+                 seed: int = 0, **_ignored) -> None:
+        super().__init__()
+        if model is None:
+            from qwen_cli.checkpoint import load
+
+            model, tokenizer = load(pretrained, device=device)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8
+        self.max_length = max_length or model.config.max_position_embeddings
+        self.max_gen_toks = max_gen_toks
+        self.seed = seed
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eot_id
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    @property
+    def tokenizer_name(self) -> str:
+        return f"qwen_cli-{self.tokenizer.hash[:16]}"
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        return self.tokenizer.encode(string)
+
+    def tok_decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens)
+
+    # ------------------------------------------------------------ log-likelihood
+    def _loglikelihood_tokens(self, requests: list[Request], disable_tqdm: bool = False, **kwargs):
+        limit = self.max_length
+        # one "row" per distinct model input: (tokens, [(position, target, request index)...])
+        rows: dict[tuple[int, ...], list[tuple[int, int, int]]] = defaultdict(list)
+        multi: list[int] = []
+        for index, (_, context, continuation) in enumerate(requests):
+            if len(continuation) == 1:
+                ctx = tuple(context[-limit:])
+                rows[ctx].append((len(ctx) - 1, continuation[0], index))
+            else:
+                multi.append(index)
+        for index in multi:
+            _, context, continuation = requests[index]
+            whole = (context + continuation)[-(limit + 1):]
+            tokens = tuple(whole[:-1])
+            n = len(continuation)
+            for k, target in enumerate(whole[-n:]):
+                rows[tokens].append((len(tokens) - n + k, target, index))
+        per_request: dict[int, list[tuple[float, bool]]] = defaultdict(list)
+        ordered = sorted(rows, key=len, reverse=True)
+        for start in range(0, len(ordered), self.batch_size):
+            batch = ordered[start : start + self.batch_size]
+            groups = [self._split_targets(rows[tokens]) for tokens in batch]
+            for index, result in self._score_grouped(batch, groups):
+                per_request[index].append(result)
+        results = []
+        for index in range(len(requests)):
+            parts = per_request[index]
+            results.append((sum(p[0] for p in parts), all(p[1] for p in parts)))
+            if self.cache_hook is not None:
+                self.cache_hook.add_partial("loglikelihood", requests[index][0], results[-1])
+        return results
+
+    @staticmethod
+    def _split_targets(entries: list[tuple[int, int, int]]) -> dict[int, tuple[list[int], list[int]]]:
+        """Targets of one row grouped by request: {request: (positions, targets)}."""
+        grouped: dict[int, tuple[list[int], list[int]]] = {}
+        for pos, tgt, index in entries:
+            positions, targets = grouped.setdefault(index, ([], []))
+            positions.append(pos)
+            targets.append(tgt)
+        return grouped
+
+    def _score_grouped(self, batch: list[tuple[int, ...]], groups: list[dict]):
+        """Run each distinct row once; score every request that reads from it."""
+        rows, positions, targets, owners = [], [], [], []
+        for row_number, (tokens, group) in enumerate(zip(batch, groups, strict=True)):
+            for index, (pos, tgt) in group.items():
+                positions.append(pos)
+                targets.append(tgt)
+                owners.append((row_number, index))
+            rows.append(list(tokens))
+        scored = self._score_positions(rows, owners, positions, targets)
+        return [(index, result) for (_, index), result in zip(owners, scored, strict=True)]
+
+    @torch.inference_mode()
+    def _score_positions(self, rows, owners, positions, targets) -> list[tuple[float, bool]]:
+        """One right-padded forward; log p and greedy flags of each owner's targets at its positions."""
+        width = max(len(r) for r in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+        hidden = self.model.hidden_states(ids.to(self.device))
+        row_index = torch.tensor([r for (r, _), p in zip(owners, positions, strict=True) for _ in p])
+        pos_index = torch.tensor([q for p in positions for q in p])
+        logits = self.model.lm_head(hidden[row_index.to(self.device), pos_index.to(self.device)]).float()
+        logprobs = F.log_softmax(logits, dim=-1)
+        flat = torch.tensor([t for ts in targets for t in ts], device=self.device)
+        picked = logprobs.gather(1, flat[:, None])[:, 0].tolist()
+        greedy = (logits.argmax(-1) == flat).tolist()
+        results, start = [], 0
+        for ts in targets:
+            end = start + len(ts)
+            results.append((sum(picked[start:end]), all(greedy[start:end])))
+            start = end
+        return results
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        pieces: list[Request] = []
+        owners: list[int] = []
+        for number, (text,) in enumerate(req.args for req in requests):
+            windows = get_rolling_token_windows(token_list=self.tok_encode(text), prefix_token=self.prefix_token_id,
+                                                max_seq_len=self.max_length, context_len=1)
+            for context, continuation in map(make_disjoint_window, windows):
+                pieces.append(((text, ""), context, continuation))
+                owners.append(number)
+        totals = [0.0] * len(requests)
+        for owner, (logprob, _) in zip(owners, self._loglikelihood_tokens(pieces), strict=True):
+            totals[owner] += logprob
+        for req, total in zip(requests, totals, strict=True):
+            if self.cache_hook is not None:
+                self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
+        return totals
+
+    # ------------------------------------------------------------ generation
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        from qwen_cli.generate import generate
+
+        by_kwargs: dict[str, list[int]] = defaultdict(list)
+        for index, req in enumerate(requests):
+            by_kwargs[repr(sorted(req.args[1].items()))].append(index)
+        outputs: list[str] = [""] * len(requests)
+        for indices in by_kwargs.values():
+            kwargs = dict(requests[indices[0]].args[1])
+            until = kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            max_new = int(kwargs.get("max_gen_toks", self.max_gen_toks))
+            temperature = float(kwargs.get("temperature", 0.0)) if kwargs.get("do_sample") else 0.0
+            keep = max(1, self.max_length - max_new)
+            prompts = {i: self.tok_encode(requests[i].args[0])[-keep:] for i in indices}
+            ordered = sorted(indices, key=lambda i: len(prompts[i]), reverse=True)
+            for start in range(0, len(ordered), self.batch_size):
+                chunk = ordered[start : start + self.batch_size]
+                new = generate(self.model, [prompts[i] for i in chunk], max_new, temperature=temperature,
+                               stop_ids=(self.eot_token_id,), stop_strings=until, tokenizer=self.tokenizer,
+                               seed=self.seed)
+                for i, tokens in zip(chunk, new, strict=True):
+                    text = self.tok_decode(tokens)
+                    for stop in until:
+                        text = text.split(stop)[0] if stop else text
+                    outputs[i] = text
+                    if self.cache_hook is not None:
+                        self.cache_hook.add_partial("generate_until", requests[i].args, text)
+        return outputs

