@@ -1,0 +1,95 @@
+"""Import of released Qwen (v1) checkpoints (``model_type: qwen``, ``QWenLMHeadModel``).
+
+Qwen-1 layout, per layer N (``transformer.h.N.``):
+
+    ln_1, ln_2                   RMSNorm weights (before attention / before the MLP)
+    attn.c_attn.{weight,bias}    fused Q, K, V projection [3·hidden, hidden], rows in that order
+    attn.c_proj.weight           attention output projection (no bias)
+    mlp.w1, mlp.w2               the MLP computes ``c_proj(w1(x) * silu(w2(x)))``: w2 is the gate,
+                                 w1 the up projection, each of width ``intermediate_size / 2``
+    mlp.c_proj.weight            MLP down projection
+
+plus ``transformer.wte`` (embedding), ``transformer.ln_f`` (final norm) and an untied ``lm_head``.
+Config keys: hidden_size, num_attention_heads, num_hidden_layers, intermediate_size (twice the
+FFN width), kv_channels (head dim), rotary_emb_base, rotary_pct, layer_norm_epsilon,
+seq_length, vocab_size, no_bias. The tokenizer is the directory's ``qwen.tiktoken``, which
+``qwen_cli.tokenizer.load_tokenizer`` reads directly.
+
+Qwen-1's inference-time context extension (``use_dynamic_ntk``, ``use_logn_attn``) is not part
+of the weights: it only changes attention beyond ``seq_length`` tokens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qwen_cli.errors import UserError
+from qwen_cli.interop.weights import TensorRef
+from qwen_cli.model import ModelConfig
+
+MODEL_TYPE = "qwen"
+ARCHITECTURE = "QWenLMHeadModel"
+TENSOR_PREFIX = "transformer.h."
+
+
+def model_config(hf: dict, path: Path) -> ModelConfig:
+    """``ModelConfig`` from a Qwen-1 ``config.json``; UserError naming the key that is wrong."""
+    try:
+        hidden, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
+        ffn_double = int(hf["intermediate_size"])
+        layers, vocab = int(hf["num_hidden_layers"]), int(hf["vocab_size"])
+    except KeyError as exc:
+        raise UserError(f"{path}: Qwen-1 config lacks key {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: invalid Qwen-1 config ({exc})") from None
+    if ffn_double % 2:
+        raise UserError(f"{path}: intermediate_size {ffn_double} must be even (it is twice the FFN width)")
+    if hf.get("kv_channels", hidden // heads) != hidden // heads:
+        raise UserError(f"{path}: kv_channels {hf['kv_channels']} differs from hidden_size / num_attention_heads")
+    if float(hf.get("rotary_pct", 1.0)) != 1.0:
+        raise UserError(f"{path}: rotary_pct {hf['rotary_pct']} is not supported (rotary on the full head only)")
+    if not hf.get("no_bias", True):
+        raise UserError(f"{path}: no_bias=false is not supported (bias only on c_attn)")
+    if hf.get("tie_word_embeddings", False):
+        raise UserError(f"{path}: tie_word_embeddings=true is not a Qwen-1 layout")
+    try:
+        return ModelConfig(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            num_layers=layers,
+            num_heads=heads,
+            intermediate_size=ffn_double // 2,
+            max_position_embeddings=int(hf.get("seq_length", hf.get("max_position_embeddings", 2048))),
+            rope_theta=float(hf.get("rotary_emb_base", 10000.0)),
+            rms_norm_eps=float(hf.get("layer_norm_epsilon", 1e-6)),
+            tie_word_embeddings=False,
+            init_std=float(hf.get("initializer_range", 0.02)),
+        )
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def plan(config: ModelConfig) -> dict[str, TensorRef]:
+    """Qwen2 output name -> Qwen-1 source tensor (rows of ``c_attn`` for Q, K and V)."""
+    hidden = config.hidden_size
+    out = {"model.embed_tokens.weight": TensorRef("transformer.wte.weight")}
+    for i in range(config.num_layers):
+        src, dst = f"{TENSOR_PREFIX}{i}.", f"model.layers.{i}."
+        for kind in ("weight", "bias"):
+            for j, proj in enumerate("qkv"):
+                out[f"{dst}self_attn.{proj}_proj.{kind}"] = TensorRef(f"{src}attn.c_attn.{kind}",
+                                                                     (j * hidden, (j + 1) * hidden))
+        out[f"{dst}self_attn.o_proj.weight"] = TensorRef(f"{src}attn.c_proj.weight")
+        out[f"{dst}mlp.gate_proj.weight"] = TensorRef(f"{src}mlp.w2.weight")
+        out[f"{dst}mlp.up_proj.weight"] = TensorRef(f"{src}mlp.w1.weight")
+        out[f"{dst}mlp.down_proj.weight"] = TensorRef(f"{src}mlp.c_proj.weight")
+        out[f"{dst}input_layernorm.weight"] = TensorRef(f"{src}ln_1.weight")
+        out[f"{dst}post_attention_layernorm.weight"] = TensorRef(f"{src}ln_2.weight")
+    out["model.norm.weight"] = TensorRef("transformer.ln_f.weight")
+    out["lm_head.weight"] = TensorRef("lm_head.weight")
+    return out
+
+
+def ignorable(name: str) -> bool:
+    """Non-persistent rotary buffers some exports include."""
+    return name.endswith("rotary_emb.inv_freq")
