@@ -361,8 +361,8 @@ class Trainer:
                 if stopping and step < self.total_steps:
                     self._save(step, tokens_seen, final=False)
                     signum = stop.received or signal.SIGTERM
-                    progress.print(f"stopped by {signal.Signals(signum).name} after step {step}; "
-                                   f"checkpoint saved (continue with --resume)")
+                    self._print(f"stopped by {signal.Signals(signum).name} after step {step}; "
+                                f"checkpoint saved (continue with --resume)")
                     exit_code = 128 + int(signum)
                     break
                 if every and step % every == 0 and step < self.total_steps:

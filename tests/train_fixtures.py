@@ -1,0 +1,50 @@
+"""Helpers for the trainer tests: a byte-level tokenizer, shards of real text, tiny recipes.
+
+The corpus is a handful of Python standard-library modules read from the running
+interpreter's installation (local, deterministic for a given Python build).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from qwen_cli.data.encode import encode_corpus
+from qwen_cli.recipe import Recipe, load_recipe
+from qwen_cli.stages.pretrain import SECTIONS
+from qwen_cli.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_RECIPE = ROOT / "recipes" / "tiny" / "pretrain.toml"
+STDLIB_FILES = ("textwrap.py", "glob.py", "fnmatch.py", "shlex.py", "bisect.py", "heapq.py", "keyword.py")
+
+# A model small enough for a step to take milliseconds on one core.
+TINY_OVERRIDES = (
+    "model.hidden_size=32", "model.num_layers=2", "model.num_heads=2", "model.intermediate_size=64",
+    "model.max_position_embeddings=64", "data.seq_len=32", "train.batch_tokens=256",
+    "train.micro_batch_size=4", "train.steps=8", "train.val_batches=2", "train.val_every=4",
+    "train.peak_flops=1e9", "schedule.warmup_steps=2", "checkpoint.every=2", "checkpoint.keep_last=10",
+    "logging.progress=none", "sample.max_new_tokens=0", "optim.lr=3e-3",
+)
+
+
+def make_shards(root: Path) -> Path:
+    """Shards (train + val) of a few stdlib modules under a 256-byte tokenizer (vocab 512 padded)."""
+    corpus = root / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    stdlib = Path(os.__file__).parent
+    for name in STDLIB_FILES:
+        shutil.copy(stdlib / name, corpus / name)
+    Tokenizer({bytes([i]): i for i in range(256)}, name="bytes").save(root / "tokenizer", hf=False)
+    out = root / "shards"
+    encode_corpus([str(corpus)], str(root / "tokenizer"), out, val_fraction=0.3, workers=1, seed=0)
+    return out
+
+
+def tiny_recipe(shards: Path, *extra: str) -> Recipe:
+    return load_recipe(TINY_RECIPE, (*TINY_OVERRIDES, f"data.shards={shards}", *extra), sections=SECTIONS)
+
+
+def final_weights(run_dir: Path) -> bytes:
+    return (run_dir / "final" / "model.safetensors").read_bytes()
