@@ -189,5 +189,5 @@ def test_packed_rows_never_attend_across_conversations():
             torch.testing.assert_close(packed[start : start + len(s.ids)], alone, atol=1e-5, rtol=1e-5)
             start += len(s.ids)
     # targets never point into the next conversation
-    assert batch["targets"][0, 6] == IGNORE_INDEX and batch["targets"][0, 11] == IGNORE_INDEX
-    assert batch["targets"][0, :6].tolist() == samples[0].ids[1:]
+    assert batch["labels"][0, 6] == IGNORE_INDEX and batch["labels"][0, 11] == IGNORE_INDEX
+    assert batch["labels"][0, :6].tolist() == samples[0].ids[1:]

@@ -300,7 +300,7 @@ def collate(samples: Sequence[Sample], rows: Sequence[Sequence[int]], width: int
             pad_id: int = 0, segments: bool = True) -> dict[str, torch.Tensor]:
     """Tensors for ``rows`` (lists of sample indices) right-padded to ``width`` tokens.
 
-    ``input_ids`` and ``targets`` [B, width] (targets are ``IGNORE_INDEX`` where nothing is
+    ``input_ids`` and ``labels`` [B, width] (next-token targets, ``IGNORE_INDEX`` where nothing is
     predicted); with ``segments``, ``segment_ids`` numbers the conversations of each row 1, 2, …
     and padding 0, so the model masks attention between them and restarts positions.
     """
@@ -316,7 +316,7 @@ def collate(samples: Sequence[Sample], rows: Sequence[Sequence[int]], width: int
             targets[r, start:end] = torch.tensor(targets_of(sample))
             segment_ids[r, start:end] = seg
             start = end
-    batch = {"input_ids": ids, "targets": targets}
+    batch = {"input_ids": ids, "labels": targets}
     if segments:
         batch["segment_ids"] = segment_ids
     return batch
