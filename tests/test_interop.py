@@ -16,6 +16,7 @@ transformers = pytest.importorskip("transformers")
 
 from qwen_cli.checkpoint import INDEX_FILE, WEIGHTS_FILE, load_model, read_hf_tensors, save_model  # noqa: E402
 from qwen_cli.cli import main  # noqa: E402
+from qwen_cli.errors import UserError  # noqa: E402
 from qwen_cli.generate import generate  # noqa: E402
 from qwen_cli.interop.convert import convert  # noqa: E402
 from qwen_cli.model import ModelConfig, QwenModel  # noqa: E402
@@ -235,3 +236,19 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(damage, hf_tokenizer_di
     assert err.startswith("error: ") and err.count("\n") == 1 and culprit in err, err
     assert not dst.exists()
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_existing_output_needs_overwrite_and_pickles_are_refused(our_checkpoint, tmp_path):
+    dst = tmp_path / "taken"
+    dst.mkdir()
+    (dst / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="already exists"):
+        convert(our_checkpoint[0], dst)
+    assert (dst / "keep.txt").read_text() == "mine"
+    src = tmp_path / "pickled"
+    src.mkdir()
+    shutil.copyfile(our_checkpoint[0] / "config.json", src / "config.json")
+    (src / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
+    with pytest.raises(UserError, match="pytorch_model.bin: PyTorch pickle weights are not read"):
+        convert(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

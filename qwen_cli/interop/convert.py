@@ -160,12 +160,12 @@ def convert(
     ignorable = qwen1.ignorable if fmt == "qwen1" else qwen2.ignorable(config)
     if fmt == "native":
         verify_checksums(src)
-    tokenizer = source_tokenizer(src)
-    if tokenizer.vocab_size > config.vocab_size:
-        raise UserError(f"{src / CONFIG_FILE}: vocab_size {config.vocab_size} is smaller than the "
-                        f"tokenizer's {tokenizer.vocab_size} tokens")
     with WeightReader(src) as reader:
         check_plan(reader, plan, config, ignorable)
+        tokenizer = source_tokenizer(src)
+        if tokenizer.vocab_size > config.vocab_size:
+            raise UserError(f"{src / CONFIG_FILE}: vocab_size {config.vocab_size} is smaller than the "
+                            f"tokenizer's {tokenizer.vocab_size} tokens")
         out_dtype = out_dtype or source_dtype(reader, plan)
         if on_start is not None:
             on_start(len(plan))

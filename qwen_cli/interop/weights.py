@@ -49,6 +49,10 @@ class WeightReader:
         self._stack = contextlib.ExitStack()
         self._handles: dict[str, object] = {}
         self._files: dict[str, Path] = {}
+        pickled = sorted(p.name for p in directory.glob("pytorch_model*.bin"))
+        if pickled and not any(directory.glob("*.safetensors")):
+            raise UserError(f"{directory / pickled[0]}: PyTorch pickle weights are not read (unsafe); "
+                            "re-save them as safetensors (transformers: save_pretrained(safe_serialization=True))")
         try:
             for path in weight_files(directory):
                 try:
