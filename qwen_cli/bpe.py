@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from itertools import pairwise
 from pathlib import Path
 
-from qwen_cli.data.sources import ReadStats, iter_documents
+from qwen_cli.data.sources import ReadStats, input_bytes, iter_documents
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_dir
 from qwen_cli.tokenizer import (
@@ -139,7 +139,7 @@ def extend_ranks(base: dict[bytes, int], docs: Iterable[str], num_ranks: int, pa
                  progress=None) -> dict[bytes, int]:
     """``base`` plus up to ``num_ranks - len(base)`` merges learned on ``docs`` (ids of ``base`` kept).
 
-    ``progress`` (optional) gets ``start("learning merges", total)`` and ``advance(1)`` per merge.
+    ``progress`` (optional) gets ``start("learning merges", total, "merges")`` and ``advance(1)`` per merge.
     """
     import regex
     import tiktoken
@@ -155,7 +155,7 @@ def extend_ranks(base: dict[bytes, int], docs: Iterable[str], num_ranks: int, pa
     words = enc.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
     index = _PairIndex(words, [word_counts[t] for t in texts])
     if progress:
-        progress.start("learning merges", num_ranks - len(ranks))
+        progress.start("learning merges", num_ranks - len(ranks), "merges")
 
     def rewrite(word: list[int]) -> list[int]:
         return [ranks[p] for p in _continue_bpe([vocab[i] for i in word], ranks)]
@@ -197,7 +197,7 @@ def train_tokenizer(corpus: list[str], vocab_size: int, out: str | os.PathLike, 
     start = time.perf_counter()
     with atomic_dir(out, overwrite=overwrite) as tmp:
         if progress:
-            progress.start("reading and counting", None)
+            progress.start("reading and counting", input_bytes(corpus))
         docs = _tracked(docs, progress.advance if progress else (lambda n: None))
         if base == "none":
             ranks = train_from_scratch(docs, num_ranks)

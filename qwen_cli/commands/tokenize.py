@@ -39,23 +39,15 @@ def greedy_command(*options: str) -> type[TyperCommand]:
 
 
 class RichProgress:
-    """Adapter from the library's ``start(phase, total)`` / ``advance(n)`` calls to a rich bar."""
+    """Adapter from the library's ``start(phase, total, unit)`` / ``advance(n)`` calls to a rich bar."""
 
-    def __init__(self, console: Console, unit: str = "bytes") -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+    def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        counter = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
-        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), counter,
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
                                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
         self._task = None
+        self._unit = "bytes"
 
     def __enter__(self) -> RichProgress:
         self._progress.__enter__()
@@ -64,13 +56,20 @@ class RichProgress:
     def __exit__(self, *exc: object) -> None:
         self._progress.__exit__(*exc)
 
-    def start(self, phase: str, total: int | None) -> None:
+    def start(self, phase: str, total: int | None, unit: str = "bytes") -> None:
         if self._task is not None:
             self._progress.update(self._task, visible=False)
-        self._task = self._progress.add_task(phase, total=total)
+        self._unit = unit
+        self._task = self._progress.add_task(phase, total=total, count="")
 
     def advance(self, n: int) -> None:
-        self._progress.advance(self._task, n)
+        task = self._progress.tasks[-1]
+        done, total = task.completed + n, task.total
+        if self._unit == "bytes":
+            count = f"{done / 1e6:,.1f}" + (f"/{total / 1e6:,.1f}" if total else "") + " MB"
+        else:
+            count = f"{done:,.0f}" + (f"/{total:,.0f}" if total else "") + f" {self._unit}"
+        self._progress.update(self._task, advance=n, count=count)
 
 
 def train(
@@ -87,8 +86,7 @@ def train(
     """Learn a Qwen-style byte-level BPE vocabulary (digits split, Qwen specials) from a corpus."""
     from qwen_cli.bpe import train_tokenizer
 
-    console = Console(stderr=True)
-    with RichProgress(console, unit="count") as progress:
+    with RichProgress(Console(stderr=True)) as progress:
         summary = train_tokenizer(corpus, vocab_size, out, base=base, text_field=text_field,
                                   text_unit=text_unit, on_error=on_error, overwrite=overwrite, progress=progress)
     _report(summary, as_json, f"wrote {out}: {summary['vocab_size']} tokens "
@@ -114,8 +112,7 @@ def encode(
     """Encode documents into shuffled uint32 shards with a validation split and a manifest."""
     from qwen_cli.data.encode import encode_corpus
 
-    console = Console(stderr=True)
-    with RichProgress(console) as progress:
+    with RichProgress(Console(stderr=True)) as progress:
         manifest = encode_corpus(inputs, tokenizer, out, text_field=text_field, val_fraction=val_fraction,
                                  seed=seed, workers=workers, shard_tokens=shard_tokens, on_error=on_error,
                                  text_unit=text_unit, overwrite=overwrite, progress=progress)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qwen_cli.data.sources import ReadStats, iter_documents
+from qwen_cli.data.sources import ReadStats, input_bytes, iter_documents
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_dir
 from qwen_cli.tokenizer import Tokenizer, load_tokenizer
@@ -178,27 +178,14 @@ def _write_split(split: str, docs: np.ndarray, flat: np.ndarray, offsets: np.nda
     return {"documents": int(docs.size), "tokens": int(sum(s["tokens"] for s in shards)), "shards": shards}
 
 
-def _input_bytes(inputs: list[str]) -> int | None:
-    """Size of the local inputs (for the progress bar), None when unknown (hub datasets)."""
-    total = 0
-    for path in map(Path, inputs):
-        if path.is_dir():
-            total += sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-        elif path.is_file():
-            total += path.stat().st_size
-        else:
-            return None
-    return total
-
-
 def encode_corpus(inputs: list[str], tokenizer: str, out: str | os.PathLike, *, text_field: str = "text",
                   val_fraction: float = 0.01, seed: int = 0, workers: int | None = None,
                   shard_tokens: int = DEFAULT_SHARD_TOKENS, on_error: str = "error",
                   text_unit: str = "document", overwrite: bool = False, progress=None) -> dict:
     """Read, encode, shuffle, split and write shards; returns the manifest.
 
-    ``progress`` is an optional object with ``start(phase, total)`` and ``advance(n)`` (the
-    CLI passes a rich progress bar adapter).
+    ``progress`` is an optional object with ``start(phase, total, unit="bytes")`` and
+    ``advance(n)`` (the CLI passes a rich progress bar adapter).
     """
     if shard_tokens < 1:
         raise UserError(f"--shard-tokens must be positive, not {shard_tokens}")
@@ -206,7 +193,7 @@ def encode_corpus(inputs: list[str], tokenizer: str, out: str | os.PathLike, *, 
     workers = max(1, workers if workers is not None else min(os.cpu_count() or 1, 8))
     stats = ReadStats()
     docs = iter_documents(inputs, stats, text_field=text_field, on_error=on_error, text_unit=text_unit)
-    total_bytes = _input_bytes(inputs)
+    total_bytes = input_bytes(inputs)
     advance = progress.advance if progress else (lambda n: None)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         tok.save(tmp / TOKENIZER_DIR, hf=False)
@@ -218,7 +205,7 @@ def encode_corpus(inputs: list[str], tokenizer: str, out: str | os.PathLike, *, 
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         flat = np.memmap(flat_path, dtype=DTYPE, mode="r") if offsets[-1] else np.zeros(0, DTYPE)
         if progress:
-            progress.start("writing shards", int(offsets[-1]))
+            progress.start("writing shards", int(offsets[-1]), "tokens")
         splits = {s: _write_split(s, order[s], flat, offsets, tmp, shard_tokens, advance) for s in SPLITS}
         del flat
         flat_path.unlink()

@@ -120,6 +120,19 @@ def expand_inputs(inputs: list[str], stats: ReadStats) -> list[tuple[SourceStats
     return found
 
 
+def input_bytes(inputs: list[str]) -> int | None:
+    """Size on disk of the local inputs (for progress bars); None when a hub name is among them."""
+    total = 0
+    for path in map(Path, inputs):
+        if path.is_dir():
+            total += sum(p.stat().st_size for p in _walk(path))
+        elif path.is_file():
+            total += path.stat().st_size
+        else:
+            return None
+    return total
+
+
 def _open(path: str) -> IO[bytes]:
     return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
 
@@ -211,7 +224,7 @@ class _Reader:
             raise
         except Exception as exc:  # datasets/pyarrow raise many types for unreadable input
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            what = "cannot load dataset" if hub else "cannot read"
+            what = "not a local file or directory, and not loadable as a hub dataset" if hub else "cannot read"
             raise UserError(f"{location}: {what} ({detail[:200]})") from None
         if not seen_any:
             self.bad(location, "empty file" if not hub else "empty dataset", "empty_file", in_dir)
