@@ -1,7 +1,63 @@
-"""`qwen chat` (under construction in this session)."""
+"""`qwen chat CKPT [--system TEXT] [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--messages FILE] [--json]`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import typer
 
 
+def chat(
+    checkpoint: Path = typer.Argument(..., help="model directory (e.g. runs/tiny/sft/final)"),
+    system: str | None = typer.Option(None, "--system", help="system prompt (default: 'You are a helpful assistant.')"),
+    max_new_tokens: int = typer.Option(512, "--max-new-tokens", min=1, help="longest reply in tokens"),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy"),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="nucleus sampling threshold"),
+    seed: int | None = typer.Option(None, "--seed", help="seed for sampling (reproducible replies)"),
+    messages: Path | None = typer.Option(None, "--messages", help="JSON conversation to continue "
+                                         "(answered first when it ends with a user turn)"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per reply instead of streamed text"),
+) -> int:
+    """Chat with a model: a terminal REPL, or one user message per line when stdin is not a terminal.
+
+    Commands: /reset, /system TEXT, /save FILE, /exit. Ctrl-C stops a reply and returns to the prompt.
+    """
+    from rich.console import Console
+
+    from qwen_cli.chat import ChatSession, piped_lines, read_messages, run_loop, terminal_lines
+    from qwen_cli.checkpoint import load
+    from qwen_cli.data.chat import DEFAULT_SYSTEM
+    from qwen_cli.errors import UserError
+
+    if top_p <= 0:
+        raise UserError("--top-p must be in (0, 1]")
+    file_system, history = read_messages(messages) if messages is not None else (None, [])
+    model, tokenizer = load(checkpoint)
+    session = ChatSession(model, tokenizer, system or file_system or DEFAULT_SYSTEM, max_new_tokens,
+                          temperature, top_p, seed)
+    console = Console(stderr=True, highlight=False)
+    interactive = sys.stdin.isatty() and not as_json
+    pending = None
+    if history and history[-1]["role"] == "user":
+        history, pending = history[:-1], history[-1]["content"]
+    session.history = history
+    if interactive:
+        console.print(f"[bold]qwen chat[/] {checkpoint} — commands: /reset /system TEXT /save FILE /exit; "
+                      "Ctrl-C stops a reply, Ctrl-D quits")
+    lines = terminal_lines(console) if interactive else piped_lines()
+    if pending is not None:
+        lines = _prepend(pending, lines)
+    run_loop(session, lines, console, as_json, interactive)
+    return 0
+
+
+def _prepend(first: str, rest):
+    """``first``, then the lines of ``rest`` as they come."""
+    yield first
+    yield from rest
+
+
 def register(app: typer.Typer) -> None:
-    """Add the command to the app (not yet implemented)."""
+    """Add ``qwen chat`` to the app."""
+    app.command("chat")(chat)

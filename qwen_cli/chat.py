@@ -1,0 +1,189 @@
+"""The chat loop behind ``qwen chat``: a session with history, streamed replies and slash commands.
+
+A :class:`ChatSession` keeps the conversation, renders it with :class:`~qwen_cli.data.chat.ChatTemplate`
+within a token window (the oldest exchanges are left out first, as Qwen's ``make_context``
+does; the window is the model's ``max_position_embeddings``, leaving room for the reply) and
+streams the reply through the tokenizer's stream decoder, so a multi-byte character is never
+printed in halves. A reply ends at ``<|im_end|>`` / ``<|im_start|>`` / ``<|endoftext|>`` or after
+``max_new_tokens``; Ctrl-C during a reply stops it, keeps the partial text in the history and
+returns to the prompt.
+
+:func:`run_loop` reads user lines from any line source: a rich prompt on a terminal, or one
+message per line from piped stdin (replies go to stdout, one per line; with ``json_lines``
+one JSON object per reply instead). Lines starting with ``/`` are commands:
+``/reset`` (forget the history), ``/system TEXT`` (new system prompt, history reset),
+``/save FILE`` (write the conversation as ``{"messages": [...]}``, readable by ``--messages``),
+``/exit``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from qwen_cli.data.chat import DEFAULT_SYSTEM, ChatTemplate, Message, validate
+from qwen_cli.errors import UserError
+from qwen_cli.fsutil import atomic_file
+from qwen_cli.generate import generate
+
+COMMANDS = "/reset  /system TEXT  /save FILE  /exit"
+
+
+@dataclass
+class Reply:
+    text: str
+    tokens: int
+    finish_reason: str  # "stop" (a stop token), "length" (max_new_tokens) or "interrupted" (Ctrl-C)
+
+
+class ChatSession:
+    """A conversation with one model: history, generation settings, streaming."""
+
+    def __init__(self, model, tokenizer, system: str = DEFAULT_SYSTEM, max_new_tokens: int = 512,
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                 window: int | None = None) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.template = ChatTemplate(tokenizer, system)
+        self.system = system
+        self.history: list[Message] = []
+        self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
+        window = window or model.config.max_position_embeddings
+        self.prompt_budget = max(window - max_new_tokens, window // 2)
+
+    @property
+    def messages(self) -> list[Message]:
+        return [{"role": "system", "content": self.system}, *self.history]
+
+    def reset(self, system: str | None = None) -> None:
+        self.history = []
+        if system is not None:
+            self.system = system
+
+    def reply(self, user: str, on_text: Callable[[str], None] = lambda _: None) -> Reply:
+        """Generate the assistant's answer to ``user``, streaming text pieces to ``on_text``."""
+        prompt = self.template.prompt([*self.messages, {"role": "user", "content": user}], self.prompt_budget)
+        decoder = self.tokenizer.stream_decoder()
+        tokens: list[int] = []
+
+        def on_token(_: int, token: int) -> None:
+            tokens.append(token)
+            piece = decoder.add(token)
+            if piece:
+                on_text(piece)
+
+        seed = None if self.seed is None else self.seed + len(self.history) // 2
+        reason = "stop"
+        try:
+            generate(self.model, [prompt], self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+                     stop_ids=self.template.stop_ids, seed=seed, on_token=on_token)
+            if len(tokens) >= self.max_new_tokens:
+                reason = "length"
+        except KeyboardInterrupt:
+            reason = "interrupted"
+        rest = decoder.flush()
+        if rest:
+            on_text(rest)
+        text = self.tokenizer.decode(tokens)
+        self.history += [{"role": "user", "content": user}, {"role": "assistant", "content": text}]
+        return Reply(text, len(tokens), reason)
+
+    def save(self, path: str) -> None:
+        with atomic_file(Path(path)) as handle:
+            json.dump({"messages": self.messages}, handle, ensure_ascii=False, indent=2)
+
+
+def read_messages(path: Path) -> tuple[str | None, list[Message]]:
+    """(system prompt or None, turns) from a JSON file: a list of messages or ``{"messages": [...]}``.
+
+    The turns may end with a user message (it is answered first) or an assistant one.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read messages ({exc.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    messages = data.get("messages") if isinstance(data, dict) else data
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise UserError(f"{path}: expected a list of {{role, content}} objects or {{\"messages\": [...]}}")
+    messages = [{"role": m.get("role"), "content": m.get("content")} for m in messages]
+    if any(not isinstance(m["content"], str) for m in messages):
+        raise UserError(f"{path}: every message needs a string 'content'")
+    closed = messages + ([{"role": "assistant", "content": ""}] if messages and messages[-1]["role"] == "user" else [])
+    try:
+        validate(closed)
+    except ValueError as exc:
+        raise UserError(f"{path}: {exc.args[0]}") from None
+    if messages[0]["role"] == "system":
+        return messages[0]["content"], messages[1:]
+    return None, messages
+
+
+def terminal_lines(console: Console) -> Iterator[str]:
+    """User lines typed at a rich prompt; ends at EOF (Ctrl-D)."""
+    while True:
+        try:
+            yield console.input("[bold green]you>[/] ")
+        except EOFError:
+            console.print()
+            return
+
+
+def piped_lines() -> Iterator[str]:
+    for line in sys.stdin:
+        yield line.rstrip("\n")
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def answer(session: ChatSession, user: str, console: Console, json_lines: bool, interactive: bool) -> None:
+    """One turn: stream the reply (or print it as JSON) and report an interruption."""
+    if interactive:
+        console.print("[bold blue]qwen>[/] ", end="")
+    reply = session.reply(user, on_text=(lambda _: None) if json_lines else _write)
+    if json_lines:
+        _write(json.dumps({"user": user, "reply": reply.text, "tokens": reply.tokens,
+                           "finish_reason": reply.finish_reason}, ensure_ascii=False) + "\n")
+    else:
+        _write("\n")
+    if reply.finish_reason == "interrupted":
+        console.print("[yellow]\\[interrupted][/]")
+
+
+def command(session: ChatSession, line: str, console: Console) -> bool:
+    """Run a slash command; returns False for /exit."""
+    name, _, arg = line.partition(" ")
+    if name == "/exit":
+        return False
+    if name == "/reset":
+        session.reset()
+        console.print("history cleared")
+    elif name == "/system":
+        session.reset(arg.strip() or DEFAULT_SYSTEM)
+        console.print(f"system prompt set, history cleared: {session.system}")
+    elif name == "/save" and arg.strip():
+        session.save(arg.strip())
+        console.print(f"saved {arg.strip()}")
+    else:
+        console.print(f"[red]unknown command {line!r}[/]; commands: {COMMANDS}")
+    return True
+
+
+def run_loop(session: ChatSession, lines: Iterator[str], console: Console, json_lines: bool, interactive: bool) -> None:
+    """Answer each line (or run it as a command) until the lines end or /exit."""
+    for line in lines:
+        if not line.strip():
+            continue
+        if line.startswith("/"):
+            if not command(session, line.strip(), console):
+                return
+            continue
+        answer(session, line, console, json_lines, interactive)
