@@ -40,7 +40,7 @@ from typing import Any, Literal
 import tomllib
 
 from qwen_cli.errors import UserError
-from qwen_cli.model import ModelConfig
+from qwen_cli.model import PRESETS, ModelConfig
 
 
 @dataclass
@@ -48,7 +48,7 @@ class ModelSection:
     """Model shape: a ``preset`` (qwen-1.8b|qwen-7b|qwen-14b) and/or explicit ``ModelConfig`` fields.
 
     Unset fields come from the preset, else from ``ModelConfig``'s defaults; an unset
-    ``vocab_size`` is the tokenizer's padded vocabulary size.
+    ``vocab_size`` (in the recipe and the preset) is the tokenizer's padded vocabulary size.
     """
 
     preset: str | None = None
@@ -70,7 +70,8 @@ class ModelSection:
         """The ``ModelConfig`` (``vocab_size`` fills in when the recipe leaves it unset)."""
         explicit = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
         explicit = {k: v for k, v in explicit.items() if v is not None}
-        if "vocab_size" not in explicit and vocab_size is not None:
+        preset_fields = PRESETS.get(self.preset, {}) if self.preset is not None else {}
+        if "vocab_size" not in explicit and "vocab_size" not in preset_fields and vocab_size is not None:
             explicit["vocab_size"] = vocab_size
         try:
             if self.preset is not None:
@@ -220,9 +221,9 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
-def _suggest(word: str, options) -> str:
+def _suggest(word: str, options, prefix: str = "") -> str:
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 
 def _type_name(tp: Any) -> str:
@@ -271,7 +272,7 @@ def _build_section(cls: type, values: dict, where: str, name: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in known:
-            raise UserError(f"{where}: unknown key '{name}.{key}'{_suggest(key, known)}")
+            raise UserError(f"{where}: unknown key '{name}.{key}'{_suggest(key, known, name + '.')}")
         ok, converted = _coerce(value, hints[key])
         if not ok:
             raise UserError(

@@ -1,0 +1,78 @@
+"""The Qwen model: causality, shapes, preset sizes, attention backends, packed segments, KV cache."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from qwen_cli.model import KVCache, ModelConfig, QwenModel
+
+TINY = ModelConfig(vocab_size=97, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+                   max_position_embeddings=64)
+
+
+def model(config: ModelConfig = TINY, seed: int = 0) -> QwenModel:
+    torch.manual_seed(seed)
+    return QwenModel(config).eval()
+
+
+def ids(b: int, t: int, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, TINY.vocab_size, (b, t), generator=torch.Generator().manual_seed(seed))
+
+
+def test_shapes_and_logits_to_keep():
+    m, x = model(), ids(3, 11)
+    assert m(x).shape == (3, 11, 97)
+    assert m.hidden_states(x).shape == (3, 11, 32)
+    torch.testing.assert_close(m(x, num_logits_to_keep=2), m(x)[:, -2:])
+
+
+def test_future_tokens_do_not_change_earlier_logits():
+    m, x = model(), ids(2, 16)
+    changed = x.clone()
+    changed[:, 9:] = (changed[:, 9:] + 1) % TINY.vocab_size
+    a, b = m(x), m(changed)
+    torch.testing.assert_close(a[:, :9], b[:, :9])
+    assert not torch.allclose(a[:, 9:], b[:, 9:])
+
+
+@pytest.mark.parametrize("preset,params", [("qwen-1.8b", 1_836_828_672), ("qwen-7b", 7_721_324_544),
+                                           ("qwen-14b", 14_167_290_880)])
+def test_preset_parameter_counts(preset, params):
+    with torch.device("meta"):
+        m = QwenModel(ModelConfig.preset(preset))
+    assert m.num_parameters() == params
+
+
+def test_eager_and_sdpa_agree():
+    x = ids(2, 12)
+    eager = model(dataclasses.replace(TINY, attention_backend="eager"))
+    sdpa = model(dataclasses.replace(TINY, attention_backend="sdpa"))
+    torch.testing.assert_close(eager(x), sdpa(x), atol=1e-5, rtol=1e-5)
+
+
+def test_segments_are_independent_documents():
+    m = model()
+    a, b = ids(1, 5, seed=2), ids(1, 7, seed=3)
+    packed = torch.cat([a, b], dim=1)
+    segments = torch.tensor([[0] * 5 + [1] * 7])
+    out = m(packed, segment_ids=segments)
+    torch.testing.assert_close(out[:, :5], m(a), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out[:, 5:], m(b), atol=1e-5, rtol=1e-5)
+
+
+def test_kv_cache_decoding_matches_full_forward():
+    m, x = model(), ids(2, 10)
+    full = m(x)
+    cache = KVCache(TINY, batch_size=2, max_len=10)
+    steps = [m(x[:, :6], cache=cache)]
+    steps += [m(x[:, i : i + 1], cache=cache) for i in range(6, 10)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_flops_per_token_counts_matmul_weights():
+    m = model()
+    n_matmul = m.num_parameters() - TINY.vocab_size * TINY.hidden_size
+    assert m.flops_per_token(16) == 6 * n_matmul + 12 * 2 * 32 * 16
