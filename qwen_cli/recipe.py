@@ -125,7 +125,7 @@ class TrainSection:
     compile: bool = False  # torch.compile each transformer block
     loss_chunk_tokens: int = 4096  # tokens per chunk of the fused output-projection + cross-entropy
     val_every: int = 0  # steps between validation passes; 0 = only at the end
-    val_batches: int = 8  # micro batches of the held-out split per validation pass
+    val_batches: int = 8  # micro batches (all ranks together) of the held-out split per validation
     peak_flops: float = 0.0  # per-device peak FLOP/s for MFU; 0 = measure a matmul at start
 
 

@@ -133,14 +133,12 @@ class ShuffledBatches:
 
 
 def validation_batches(windows: TokenWindows, layout: BatchLayout, max_batches: int) -> list[dict[str, torch.Tensor]]:
-    """This rank's share of the first windows of the held-out split, in order (no shuffling).
+    """This rank's share of the first ``max_batches`` micro batches of the held-out split (in order).
 
-    Global micro batch ``m`` holds windows ``[m·world·b, (m+1)·world·b)``; rank ``r`` takes its
-    ``b`` of them. Fewer batches are returned when the split is short.
+    Global micro batch ``g`` holds windows ``[g·b, (g+1)·b)``; rank ``r`` takes ``g = r, r + world,
+    …``. The count is rounded down to a multiple of the world size (every rank runs the same number
+    of forwards), so the evaluated set is the same for any world size that divides it.
     """
     b, world = layout.micro_batch_size, layout.world_size
-    batches = []
-    for m in range(min(max_batches, windows.num_windows // (b * world))):
-        first = (m * world + layout.rank) * b
-        batches.append(windows.batch(list(range(first, first + b))))
-    return batches
+    total = min(max_batches, windows.num_windows // b) // world * world
+    return [windows.batch(list(range(g * b, (g + 1) * b))) for g in range(layout.rank, total, world)]
