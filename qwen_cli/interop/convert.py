@@ -7,9 +7,12 @@ Sources (``--from``, detected from ``config.json`` and tensor names when ``auto`
     qwen1    a released Qwen (v1) directory (``transformer.h.N`` names, ``qwen.tiktoken``)
 
 Targets (``--to``): ``native`` writes our checkpoint directory (which transformers already
-loads); ``hf`` additionally writes ``generation_config.json`` for transformers/vLLM. Both carry
-the tokenizer in our format and as Hugging Face files with the ChatML chat template. Nothing
-is written until the whole input has been checked, and the output appears atomically.
+loads); ``hf`` additionally writes ``generation_config.json`` (stop at ``<|im_end|>`` or
+``<|endoftext|>``) for transformers/vLLM unless the source has its own. Both carry the
+tokenizer in our format and as Hugging Face files: the source's own (a released Qwen2's, with
+its chat template) or generated from ours with the ChatML chat template. ``recipe.toml`` and a
+source ``generation_config.json`` are copied as they are. Nothing is written until the whole
+input has been checked, and the output appears atomically.
 """
 
 from __future__ import annotations
@@ -173,11 +176,12 @@ def convert(
             (tmp / CONFIG_FILE).write_text(json.dumps(config_to_hf(config, out_dtype, tokenizer.special_ids), indent=2))
             write_plan(reader, plan, tmp, out_dtype, shard_bytes, on_tensor)
             write_tokenizer(tokenizer, src, tmp)
-            if target == "hf":
+            for name in (RECIPE_FILE, qwen2.GENERATION_CONFIG_FILE):  # kept as they are when present
+                if (src / name).is_file():
+                    shutil.copyfile(src / name, tmp / name)
+            if target == "hf" and not (tmp / qwen2.GENERATION_CONFIG_FILE).exists():
                 generation = qwen2.generation_config(tokenizer.special_ids)
                 (tmp / qwen2.GENERATION_CONFIG_FILE).write_text(json.dumps(generation, indent=2))
-            if (src / RECIPE_FILE).is_file():
-                shutil.copyfile(src / RECIPE_FILE, tmp / RECIPE_FILE)
             write_checksums(tmp)
             files = sorted(p.name for p in tmp.iterdir())
     num_parameters = sum(math.prod(shape) for shape in expected_shapes(config).values())
