@@ -25,6 +25,17 @@ def fsync_tree(root: Path) -> None:
         fsync_dir(Path(dirpath))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _make_shareable(path: Path, mode: int) -> None:
+    """mkdtemp/mkstemp create 0700/0600; give results the permissions a plain write would."""
+    os.chmod(path, mode & ~_umask())
+
+
 def _prepare_parent(target: Path) -> Path:
     parent = target.parent
     try:
@@ -50,6 +61,7 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Pa
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
     try:
         yield tmp
+        _make_shareable(tmp, 0o777)
         fsync_tree(tmp)
         if target.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=parent))
@@ -84,6 +96,7 @@ def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        _make_shareable(Path(tmp), 0o666)
         os.replace(tmp, target)
         fsync_dir(parent)
     except BaseException:

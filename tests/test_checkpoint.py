@@ -1,6 +1,7 @@
 """Checkpoint directories: exact round trip, HF layout, sharding, and clear errors on damage."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -79,3 +80,12 @@ def test_failed_write_leaves_previous_version(tiny_model, tmp_path):
     assert sorted(p.name for p in target.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temp directory left behind
     load_model(target)
+
+
+def test_outputs_are_readable_by_others(tiny_model, tmp_path):
+    umask = os.umask(0o022)
+    try:
+        save_model(tmp_path / "ckpt", tiny_model)
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "ckpt").stat().st_mode & 0o777 == 0o755  # mkdtemp alone would give 0o700
