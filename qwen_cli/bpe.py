@@ -76,25 +76,18 @@ def train_from_scratch(docs: Iterable[str], num_ranks: int) -> dict[bytes, int]:
 
 
 class _PairIndex:
-    """Words as rank sequences with counts, and a max-heap of adjacent-pair frequencies."""
+    """Words (rank sequences with counts) and a max-heap of their adjacent-pair frequencies."""
 
     def __init__(self, words: list[list[int]], counts: list[int]) -> None:
         self.words, self.counts = words, counts
         self.pair_count: Counter = Counter()
         self.where: dict[tuple[int, int], set[int]] = {}
-        for w in range(len(words)):
-            self._add(w, 1)
+        for w, word in enumerate(words):
+            for pair, n in Counter(pairwise(word)).items():
+                self.pair_count[pair] += n * counts[w]
+                self.where.setdefault(pair, set()).add(w)
         self.heap = [(-c, p) for p, c in self.pair_count.items()]
         heapq.heapify(self.heap)
-
-    def _add(self, w: int, sign: int) -> None:
-        word, count = self.words[w], self.counts[w]
-        for pair in pairwise(word):
-            self.pair_count[pair] += sign * count
-            if sign > 0:
-                self.where.setdefault(pair, set()).add(w)
-            elif self.pair_count[pair] <= 0:
-                del self.pair_count[pair]
 
     def best(self) -> tuple[tuple[int, int], int] | None:
         """The most frequent pair (ties: smallest ranks) with its count, or None."""
@@ -106,19 +99,27 @@ class _PairIndex:
         return None
 
     def rewrite(self, pair: tuple[int, int], rewrite_word: Callable[[list[int]], list[int]]) -> None:
-        """Replace every word containing ``pair`` by ``rewrite_word(word)``, updating counts."""
+        """Replace every word containing ``pair`` by ``rewrite_word(word)``, updating pair counts."""
         changed: set[tuple[int, int]] = set()
         for w in self.where.pop(pair, set()):
-            word = self.words[w]
-            if pair not in pairwise(word):  # a stale entry: the word changed since it was indexed
+            old_pairs = Counter(pairwise(self.words[w]))
+            if pair not in old_pairs:  # a stale entry: the word changed since it was indexed
                 continue
-            self._add(w, -1)
-            self.words[w] = rewrite_word(word)
-            self._add(w, 1)
-            changed.update(pairwise(self.words[w]))
+            self.words[w] = rewrite_word(self.words[w])
+            new_pairs = Counter(pairwise(self.words[w]))
+            for p in old_pairs.keys() | new_pairs.keys():
+                delta = (new_pairs[p] - old_pairs[p]) * self.counts[w]
+                if delta:
+                    total = self.pair_count[p] + delta
+                    if total > 0:
+                        self.pair_count[p] = total
+                        changed.add(p)
+                    else:
+                        del self.pair_count[p]
+                if p in new_pairs and (p not in old_pairs or p == pair):
+                    self.where.setdefault(p, set()).add(w)
         for p in changed:
-            if p in self.pair_count:
-                heapq.heappush(self.heap, (-self.pair_count[p], p))
+            heapq.heappush(self.heap, (-self.pair_count[p], p))
 
 
 def _continue_bpe(parts: list[bytes], ranks: dict[bytes, int]) -> list[bytes]:
@@ -135,6 +136,25 @@ def _continue_bpe(parts: list[bytes], ranks: dict[bytes, int]) -> list[bytes]:
     return parts
 
 
+def _merge_word(word: list[int], pair: tuple[int, int], new_id: int, vocab: dict[int, bytes],
+                ranks: dict[bytes, int]) -> list[int]:
+    """``word`` with every ``pair`` replaced by ``new_id``, then merged further if tiktoken would."""
+    left, right = pair
+    merged: list[int] = []
+    i = 0
+    while i < len(word):
+        if i + 1 < len(word) and word[i] == left and word[i + 1] == right:
+            merged.append(new_id)
+            i += 2
+        else:
+            merged.append(word[i])
+            i += 1
+    around_new = (p for p in pairwise(merged) if new_id in p)
+    if any(vocab[a] + vocab[b] in ranks for a, b in around_new):
+        return [ranks[p] for p in _continue_bpe([vocab[i] for i in merged], ranks)]
+    return merged
+
+
 def extend_ranks(base: dict[bytes, int], docs: Iterable[str], num_ranks: int, pattern: str = QWEN_PATTERN,
                  progress=None) -> dict[bytes, int]:
     """``base`` plus up to ``num_ranks - len(base)`` merges learned on ``docs`` (ids of ``base`` kept).
@@ -149,26 +169,26 @@ def extend_ranks(base: dict[bytes, int], docs: Iterable[str], num_ranks: int, pa
     for doc in docs:
         word_counts.update(splitter.findall(unicodedata.normalize("NFC", doc)))
     enc = tiktoken.Encoding("base", pat_str=pattern, mergeable_ranks=base, special_tokens={})
-    texts = list(word_counts)
+    words, counts = [], []
+    for text, count in word_counts.items():
+        ids = enc.encode_ordinary(text)
+        if len(ids) > 1:
+            words.append(ids)
+            counts.append(count)
+    index = _PairIndex(words, counts)
     ranks = dict(base)
     vocab = {rank: token for token, rank in ranks.items()}
-    words = enc.encode_ordinary_batch(texts, num_threads=os.cpu_count() or 1)
-    index = _PairIndex(words, [word_counts[t] for t in texts])
     if progress:
         progress.start("learning merges", num_ranks - len(ranks), "merges")
-
-    def rewrite(word: list[int]) -> list[int]:
-        return [ranks[p] for p in _continue_bpe([vocab[i] for i in word], ranks)]
 
     while len(ranks) < num_ranks:
         found = index.best()
         if found is None or found[1] < 2:
             break
-        (left, right), _ = found
-        token = vocab[left] + vocab[right]
-        ranks[token] = len(ranks)
-        vocab[ranks[token]] = token
-        index.rewrite((left, right), rewrite)
+        pair, new_id = found[0], len(ranks)
+        vocab[new_id] = vocab[pair[0]] + vocab[pair[1]]
+        ranks[vocab[new_id]] = new_id
+        index.rewrite(pair, lambda word, pair=pair, new_id=new_id: _merge_word(word, pair, new_id, vocab, ranks))
         if progress:
             progress.advance(1)
     return ranks
