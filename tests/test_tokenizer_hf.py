@@ -85,3 +85,8 @@ def test_chat_template_renders_chatml(exported: Path) -> None:
     text = hf.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
                     "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_vocab_json_alone_loads_as_the_same_tokenizer(exported: Path, tmp_path: Path) -> None:
+    (tmp_path / "vocab.json").write_bytes((exported / "vocab.json").read_bytes())
+    assert load_tokenizer(tmp_path).hash == load_tokenizer("qwen").hash
