@@ -69,10 +69,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
+        # the gradients were computed in forward; scale them in place (this graph runs backward once)
         grad_h, grad_w = ctx.saved_tensors
         return (
-            grad_h * grad_out.to(grad_h.dtype) if grad_h is not None else None,
-            grad_w * grad_out.to(grad_w.dtype) if grad_w is not None else None,
+            grad_h.mul_(grad_out.to(grad_h.dtype)) if grad_h is not None else None,
+            grad_w.mul_(grad_out.to(grad_w.dtype)) if grad_w is not None else None,
             None, None, None,
         )
 

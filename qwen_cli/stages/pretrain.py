@@ -34,7 +34,8 @@ class SampleSection:
 
     prompt: str = "def "
     max_new_tokens: int = 48
-    temperature: float = 0.0
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
 
 
 SECTIONS: dict[str, type] = {**BASE_SECTIONS, "sample": SampleSection}
@@ -104,7 +105,7 @@ class PretrainStage(Stage):
         model = load_model(final_dir)
         prompt = self.tokenizer.encode(sample.prompt)
         with torch.no_grad():
-            out = generate(model, [prompt], sample.max_new_tokens, temperature=sample.temperature,
+            out = generate(model, [prompt], sample.max_new_tokens, temperature=sample.temperature, top_p=sample.top_p,
                            stop_ids=(self.tokenizer.eot_id,), seed=self.recipe.train.seed)[0]
         console.print(f"[bold]sample[/] ({sample.max_new_tokens} tokens from {sample.prompt!r}):")
         console.print(escape(sample.prompt + self.tokenizer.decode(out)), highlight=False)

@@ -1,0 +1,125 @@
+"""Training throughput: our QwenModel + trainer pieces vs transformers' Qwen2ForCausalLM.
+
+Same config (hidden 512, 8 layers, 8 heads, FFN 1376, vocab 151,936, sequence 512), same
+batch of random token ids, same number of timed optimizer steps, in one process:
+
+* ``eager``: float32, no compilation. Ours: fused output-projection + cross-entropy
+  (``kernels.cross_entropy``), fused AdamW. Theirs: ``model(input_ids, labels=...)`` and
+  ``torch.optim.AdamW`` with its defaults.
+* ``best``: torch.compile + bf16 autocast + fused AdamW for both (ours compiles each block).
+
+Prints tokens/s per model and mode, the ratio ours / theirs, and our achieved FLOP/s
+(``model.flops_per_token`` · tokens/s) as a fraction of this CPU's measured matmul peak in the
+mode's dtype. Run under ``flock /tmp/team/bench.lock`` when the machine is shared:
+
+    flock /tmp/team/bench.lock python bench/bench_train.py --mode all --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from contextlib import nullcontext
+
+import torch
+
+from kernels.cross_entropy import linear_cross_entropy
+from qwen_cli.model import ModelConfig, QwenModel
+from qwen_cli.trainer import measure_peak_flops
+
+CONFIG = ModelConfig(vocab_size=151936, hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1376,
+                     max_position_embeddings=512)
+
+
+def ours(best: bool):
+    torch.manual_seed(0)
+    model = QwenModel(CONFIG).train()
+    if best:
+        for block in model.layers:
+            block.compile()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=True)
+
+    def step(ids: torch.Tensor) -> float:
+        with torch.autocast("cpu", dtype=torch.bfloat16) if best else nullcontext():
+            hidden = model.hidden_states(ids[:, :-1])
+            loss, n = linear_cross_entropy(hidden, model.lm_head.weight, ids[:, 1:])
+            loss = loss / n
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return model, step
+
+
+def theirs(best: bool):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=CONFIG.vocab_size, hidden_size=CONFIG.hidden_size,
+                         intermediate_size=CONFIG.intermediate_size, num_hidden_layers=CONFIG.num_layers,
+                         num_attention_heads=CONFIG.num_heads, num_key_value_heads=CONFIG.num_heads,
+                         max_position_embeddings=CONFIG.max_position_embeddings, tie_word_embeddings=False,
+                         attn_implementation="sdpa", use_cache=False)
+    model = Qwen2ForCausalLM(config).train()
+    forward = torch.compile(model) if best else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=True if best else None)
+
+    def step(ids: torch.Tensor) -> float:
+        with torch.autocast("cpu", dtype=torch.bfloat16) if best else nullcontext():
+            loss = forward(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss  # HF shifts labels itself
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    return model, step
+
+
+def tokens_per_second(build, best: bool, ids: torch.Tensor, steps: int, warmup: int) -> tuple[float, float]:
+    _, step = build(best)
+    for _ in range(warmup):
+        step(ids)
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = step(ids)
+    elapsed = time.perf_counter() - start
+    return ids[:, :-1].numel() * steps / elapsed, loss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("eager", "best", "all"), default="all")
+    parser.add_argument("--steps", type=int, default=3, help="timed optimizer steps per model and mode")
+    parser.add_argument("--batch", type=int, default=2, help="sequences of 512 per step")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    ids = torch.randint(0, 151643, (args.batch, CONFIG.max_position_embeddings + 1),
+                        generator=torch.Generator().manual_seed(0))
+    with torch.device("meta"):
+        flops_per_token = QwenModel(CONFIG).flops_per_token(CONFIG.max_position_embeddings)
+    results = {"threads": torch.get_num_threads(), "batch_tokens": ids[:, :-1].numel(), "steps": args.steps}
+    modes = ("eager", "best") if args.mode == "all" else (args.mode,)
+    for mode in modes:
+        best = mode == "best"
+        warmup = 2 if best else 1  # compilation happens in the first step(s)
+        peak = measure_peak_flops(torch.device("cpu"), torch.bfloat16 if best else torch.float32, seconds=1.0)
+        theirs_tps, theirs_loss = tokens_per_second(theirs, best, ids, args.steps, warmup)
+        ours_tps, ours_loss = tokens_per_second(ours, best, ids, args.steps, warmup)
+        results[mode] = {"ours_tok_s": ours_tps, "transformers_tok_s": theirs_tps, "ratio": ours_tps / theirs_tps,
+                         "ours_flops": ours_tps * flops_per_token, "matmul_peak_flops": peak,
+                         "fraction_of_peak": ours_tps * flops_per_token / peak,
+                         "loss_ours": ours_loss, "loss_transformers": theirs_loss}
+        r = results[mode]
+        if not args.json:
+            print(f"{mode:5s}  ours {ours_tps:7.1f} tok/s   transformers {theirs_tps:7.1f} tok/s   "
+                  f"ratio {r['ratio']:.2f}x   ours {r['ours_flops'] / 1e9:.1f} GFLOP/s = "
+                  f"{r['fraction_of_peak']:.0%} of measured {'bf16' if best else 'fp32'} matmul peak "
+                  f"{peak / 1e9:.1f} GFLOP/s", flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
