@@ -75,53 +75,6 @@ def train_from_scratch(docs: Iterable[str], num_ranks: int) -> dict[bytes, int]:
     return ranks
 
 
-class _PairIndex:
-    """Words (rank sequences with counts) and a max-heap of their adjacent-pair frequencies."""
-
-    def __init__(self, words: list[list[int]], counts: list[int]) -> None:
-        self.words, self.counts = words, counts
-        self.pair_count: Counter = Counter()
-        self.where: dict[tuple[int, int], set[int]] = {}
-        for w, word in enumerate(words):
-            for pair, n in Counter(pairwise(word)).items():
-                self.pair_count[pair] += n * counts[w]
-                self.where.setdefault(pair, set()).add(w)
-        self.heap = [(-c, p) for p, c in self.pair_count.items()]
-        heapq.heapify(self.heap)
-
-    def best(self) -> tuple[tuple[int, int], int] | None:
-        """The most frequent pair (ties: smallest ranks) with its count, or None."""
-        while self.heap:
-            neg, pair = self.heap[0]
-            if self.pair_count.get(pair, 0) == -neg:
-                return pair, -neg
-            heapq.heappop(self.heap)
-        return None
-
-    def rewrite(self, pair: tuple[int, int], rewrite_word: Callable[[list[int]], list[int]]) -> None:
-        """Replace every word containing ``pair`` by ``rewrite_word(word)``, updating pair counts."""
-        changed: set[tuple[int, int]] = set()
-        for w in self.where.pop(pair, set()):
-            old_pairs = Counter(pairwise(self.words[w]))
-            if pair not in old_pairs:  # a stale entry: the word changed since it was indexed
-                continue
-            self.words[w] = rewrite_word(self.words[w])
-            new_pairs = Counter(pairwise(self.words[w]))
-            for p in old_pairs.keys() | new_pairs.keys():
-                delta = (new_pairs[p] - old_pairs[p]) * self.counts[w]
-                if delta:
-                    total = self.pair_count[p] + delta
-                    if total > 0:
-                        self.pair_count[p] = total
-                        changed.add(p)
-                    else:
-                        del self.pair_count[p]
-                if p in new_pairs and (p not in old_pairs or p == pair):
-                    self.where.setdefault(p, set()).add(w)
-        for p in changed:
-            heapq.heappush(self.heap, (-self.pair_count[p], p))
-
-
 def _continue_bpe(parts: list[bytes], ranks: dict[bytes, int]) -> list[bytes]:
     """tiktoken's merge loop from ``parts``: merge the lowest-ranked adjacent pair until none is left."""
     while len(parts) > 1:
@@ -136,23 +89,97 @@ def _continue_bpe(parts: list[bytes], ranks: dict[bytes, int]) -> list[bytes]:
     return parts
 
 
-def _merge_word(word: list[int], pair: tuple[int, int], new_id: int, vocab: dict[int, bytes],
-                ranks: dict[bytes, int]) -> list[int]:
-    """``word`` with every ``pair`` replaced by ``new_id``, then merged further if tiktoken would."""
-    left, right = pair
-    merged: list[int] = []
-    i = 0
-    while i < len(word):
-        if i + 1 < len(word) and word[i] == left and word[i + 1] == right:
-            merged.append(new_id)
+def _occurrences(word: list[int], left: int, right: int) -> list[int]:
+    """Start positions of non-overlapping ``(left, right)`` pairs in ``word``, left to right."""
+    starts, i, last = [], 0, len(word) - 1
+    while True:
+        try:
+            i = word.index(left, i, last)
+        except ValueError:
+            return starts
+        if word[i + 1] == right:
+            starts.append(i)
             i += 2
         else:
-            merged.append(word[i])
             i += 1
-    around_new = (p for p in pairwise(merged) if new_id in p)
-    if any(vocab[a] + vocab[b] in ranks for a, b in around_new):
-        return [ranks[p] for p in _continue_bpe([vocab[i] for i in merged], ranks)]
-    return merged
+
+
+class _Merger:
+    """Residual BPE over distinct words: pair counts, where each pair occurs, and a max-heap.
+
+    Each merge touches only the words holding the pair and, inside them, only the pairs next
+    to each occurrence (the whole word when the new token lets tiktoken merge further).
+    """
+
+    def __init__(self, words: list[list[int]], counts: list[int], ranks: dict[bytes, int]) -> None:
+        self.words, self.counts, self.ranks = words, counts, ranks
+        self.vocab = {rank: token for token, rank in ranks.items()}
+        self.pair_count: Counter = Counter()
+        self.where: dict[tuple[int, int], set[int]] = {}
+        for w, word in enumerate(words):
+            for pair, n in Counter(pairwise(word)).items():
+                self.pair_count[pair] += n * counts[w]
+                self.where.setdefault(pair, set()).add(w)
+        self.heap = [(-c, p) for p, c in self.pair_count.items()]
+        heapq.heapify(self.heap)
+
+    def best(self) -> tuple[tuple[int, int], int] | None:
+        """The most frequent pair (ties: smallest ids) with its count, or None."""
+        while self.heap:
+            neg, pair = self.heap[0]
+            if self.pair_count.get(pair, 0) == -neg:
+                return pair, -neg
+            heapq.heappop(self.heap)
+        return None
+
+    def merge(self, pair: tuple[int, int]) -> None:
+        """Append ``pair`` as a new rank and rewrite every word that holds it."""
+        token = self.vocab[pair[0]] + self.vocab[pair[1]]
+        new_id = len(self.ranks)
+        self.ranks[token], self.vocab[new_id] = new_id, token
+        delta: Counter = Counter()
+        for w in self.where.pop(pair, set()):
+            word = self.words[w]
+            starts = _occurrences(word, *pair)
+            if not starts:  # a stale entry: the word changed since it was indexed
+                continue
+            new, prev = [], 0
+            for s in starts:
+                new.extend(word[prev:s])
+                new.append(new_id)
+                prev = s + 2
+            new.extend(word[prev:])
+            positions = [s - k for k, s in enumerate(starts)]
+            if self._merges_further(new, positions, token):
+                new = [self.ranks[p] for p in _continue_bpe([self.vocab[i] for i in new], self.ranks)]
+                removed, added = range(len(word) - 1), range(len(new) - 1)
+            else:
+                removed = {j for s in starts for j in (s - 1, s, s + 1) if 0 <= j < len(word) - 1}
+                added = {j for q in positions for j in (q - 1, q) if 0 <= j < len(new) - 1}
+            count = self.counts[w]
+            for j in removed:
+                delta[word[j], word[j + 1]] -= count
+            for j in added:
+                p = (new[j], new[j + 1])
+                delta[p] += count
+                self.where.setdefault(p, set()).add(w)
+            self.words[w] = new
+        for p, d in delta.items():
+            total = self.pair_count.get(p, 0) + d
+            if total > 0:
+                self.pair_count[p] = total
+                heapq.heappush(self.heap, (-total, p))
+            else:
+                self.pair_count.pop(p, None)
+
+    def _merges_further(self, new: list[int], positions: list[int], token: bytes) -> bool:
+        """Whether an existing rank joins the new token with a neighbour (tiktoken would merge it)."""
+        for q in positions:
+            if q > 0 and self.vocab[new[q - 1]] + token in self.ranks:
+                return True
+            if q + 1 < len(new) and token + self.vocab[new[q + 1]] in self.ranks:
+                return True
+        return False
 
 
 def extend_ranks(base: dict[bytes, int], docs: Iterable[str], num_ranks: int, pattern: str = QWEN_PATTERN,
@@ -175,20 +202,15 @@ def extend_ranks(base: dict[bytes, int], docs: Iterable[str], num_ranks: int, pa
         if len(ids) > 1:
             words.append(ids)
             counts.append(count)
-    index = _PairIndex(words, counts)
     ranks = dict(base)
-    vocab = {rank: token for token, rank in ranks.items()}
+    merger = _Merger(words, counts, ranks)
     if progress:
         progress.start("learning merges", num_ranks - len(ranks), "merges")
-
     while len(ranks) < num_ranks:
-        found = index.best()
+        found = merger.best()
         if found is None or found[1] < 2:
             break
-        pair, new_id = found[0], len(ranks)
-        vocab[new_id] = vocab[pair[0]] + vocab[pair[1]]
-        ranks[vocab[new_id]] = new_id
-        index.rewrite(pair, lambda word, pair=pair, new_id=new_id: _merge_word(word, pair, new_id, vocab, ranks))
+        merger.merge(found[0])
         if progress:
             progress.advance(1)
     return ranks
