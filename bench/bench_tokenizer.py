@@ -2,9 +2,11 @@
 
 Corpus: Python standard-library source files (present on every machine) up to ``--mb``
 megabytes, plus the English and Chinese test fixtures. Ours is tiktoken under
-``qwen_cli.tokenizer`` with 1 and N threads; the reference is the fast tokenizer loaded from
-the ``tokenizer.json`` we export (single calls for 1 worker, ``encode_batch`` on all cores
-for N). Ids must be identical. Prints MB/s (best of ``--repeat``) and our speed-up.
+``qwen_cli.tokenizer``: one process, and N worker processes (as ``qwen tokenize encode``
+runs it; ids travel back to the parent inside the timing). The reference is the fast
+tokenizer loaded from the ``tokenizer.json`` we export: single calls for 1 worker,
+``encode_batch`` (Rust threads on all cores) for N. Ids must be identical. Prints MB/s
+(best of ``--repeat``) and our speed-up.
 
     flock /tmp/team/bench.lock .venv/bin/python bench/bench_tokenizer.py --mb 8
 """
@@ -12,6 +14,7 @@ for N). Ids must be identical. Prints MB/s (best of ``--repeat``) and our speed-
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sysconfig
 import tempfile
@@ -22,6 +25,21 @@ from pathlib import Path
 from qwen_cli.tokenizer import load_tokenizer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tokenizer"
+_worker_tok = None
+
+
+def _init_worker(tokenizer_dir: str) -> None:
+    global _worker_tok
+    _worker_tok = load_tokenizer(tokenizer_dir)
+
+
+def _encode_chunk(texts: list[str]) -> list[list[int]]:
+    return _worker_tok.encode_batch(texts)
+
+
+def chunks(texts: list[str], n: int) -> list[list[str]]:
+    """``texts`` dealt round-robin into ``n`` chunks (balances large and small files)."""
+    return [texts[i::n] for i in range(n)]
 
 
 def corpus(megabytes: float) -> list[str]:
@@ -62,22 +80,34 @@ def main() -> None:
     tok = load_tokenizer("qwen")
     texts = corpus(args.mb)
     megabytes = sum(len(t.encode("utf-8")) for t in texts) / 1e6
+    n_chunks = 8 * args.workers
+    order = [i for c in chunks(list(range(len(texts))), n_chunks) for i in c]
     with tempfile.TemporaryDirectory() as tmp:
         tok.save(tmp)
         hf = HFTokenizer.from_file(str(Path(tmp) / "tokenizer.json"))
+        pool = multiprocessing.get_context("spawn").Pool(args.workers, _init_worker, (tmp,))
+        pool.map(_encode_chunk, [["warm-up"]] * args.workers)
+
+    def ours_parallel() -> list[list[int]]:
+        flat = [ids for part in pool.map(_encode_chunk, chunks(texts, n_chunks)) for ids in part]
+        result: list[list[int]] = [[] for _ in texts]
+        for i, ids in zip(order, flat, strict=True):
+            result[i] = ids
+        return result
 
     runs = {
-        ("ours (tiktoken)", 1): lambda: tok.encode_batch(texts, num_threads=1),
-        ("ours (tiktoken)", args.workers): lambda: tok.encode_batch(texts, num_threads=args.workers),
+        ("ours (tiktoken)", 1): lambda: tok.encode_batch(texts),
+        ("ours (tiktoken)", args.workers): ours_parallel,
         ("HF tokenizers", 1): lambda: [hf.encode(t, add_special_tokens=False).ids for t in texts],
         ("HF tokenizers", args.workers): lambda: [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)],
     }
     speed, reference = {}, None
-    for (name, workers), fn in runs.items():
-        seconds, ids = best_time(fn, args.repeat)
-        reference = reference or ids
-        assert ids == reference, f"{name} with {workers} workers gives different ids"
-        speed[(name, workers)] = megabytes / seconds
+    with pool:
+        for (name, workers), fn in runs.items():
+            seconds, ids = best_time(fn, args.repeat)
+            reference = reference or ids
+            assert ids == reference, f"{name} with {workers} workers gives different ids"
+            speed[(name, workers)] = megabytes / seconds
     tokens = sum(len(ids) for ids in reference)
     print(f"corpus: {len(texts)} documents, {megabytes:.2f} MB, {tokens:,} tokens (ids identical across all runs)")
     print(f"{'tokenizer':<18}{'workers':>8}{'MB/s':>10}")
