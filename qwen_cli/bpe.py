@@ -251,7 +251,8 @@ def train_tokenizer(corpus: list[str], vocab_size: int, out: str | os.PathLike, 
         tok.save(tmp)
     seconds = time.perf_counter() - start
     return {
-        "out": str(out), "base": base, "vocab_size": tok.vocab_size, "num_ranks": tok.num_ranks,
+        "out": str(out), "base": base, "requested_vocab_size": vocab_size, "vocab_size": tok.vocab_size,
+        "num_ranks": tok.num_ranks,
         "num_specials": len(SPECIAL_TOKENS), "padded_vocab_size": padded_size(tok.vocab_size),
         "new_ranks": tok.num_ranks - len(base_ranks), "hash": tok.hash, "seconds": round(seconds, 2),
         "documents": sum(s.documents for s in stats.sources), "bytes": sum(s.bytes for s in stats.sources),

@@ -90,3 +90,27 @@ def test_vocab_size_too_small_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="at least 100465"):
         train_tokenizer(CORPUS, 50_000, tmp_path / "t", base="cl100k")
     assert not (tmp_path / "t").exists()
+
+
+def test_cli_train_then_encode_with_the_trained_directory(tmp_path: Path, monkeypatch, capsys) -> None:
+    import json
+    import sys
+
+    from qwen_cli.cli import main
+    from qwen_cli.data.encode import read_manifest
+
+    def run(*args: str) -> str:
+        monkeypatch.setattr(sys, "argv", ["qwen", *args])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        out = capsys.readouterr()
+        assert exc.value.code == 0, out.err
+        return out.out
+
+    summary = json.loads(run("tokenize", "train", "--corpus", *CORPUS, "--vocab-size", "800",
+                             "--out", str(tmp_path / "tok"), "--json"))
+    assert summary["vocab_size"] == 800 and summary["documents"] == len(_texts())
+    run("tokenize", "encode", "--tokenizer", str(tmp_path / "tok"), "--input", *CORPUS[:2],
+        "--out", str(tmp_path / "shards"), "--workers", "1")
+    manifest = read_manifest(tmp_path / "shards")
+    assert manifest["tokenizer"]["hash"] == summary["hash"] and manifest["tokenizer"]["vocab_size"] == 800

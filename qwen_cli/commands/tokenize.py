@@ -89,7 +89,8 @@ def train(
     with RichProgress(Console(stderr=True)) as progress:
         summary = train_tokenizer(corpus, vocab_size, out, base=base, text_field=text_field,
                                   text_unit=text_unit, on_error=on_error, overwrite=overwrite, progress=progress)
-    _report(summary, as_json, f"wrote {out}: {summary['vocab_size']} tokens "
+    short = " (the corpus has no more pairs seen twice)" if summary["vocab_size"] < vocab_size else ""
+    _report(summary, as_json, f"wrote {out}: {summary['vocab_size']} tokens{short} "
             f"({summary['num_ranks']} ranks + {summary['num_specials']} specials, padded "
             f"{summary['padded_vocab_size']}) from {summary['documents']} documents, "
             f"{summary['bytes'] / 1e6:.1f} MB in {summary['seconds']:.1f} s")
