@@ -127,3 +127,9 @@ def test_existing_output_needs_overwrite(tmp_path: Path, monkeypatch, capsys) ->
     code, _, err = _run_cli(args, monkeypatch, capsys)
     assert code == 2 and "already exists" in err
     assert _run_cli([*args, "--overwrite"], monkeypatch, capsys)[0] == 0
+
+
+def test_missing_input_names_the_hub_syntax(tmp_path: Path, monkeypatch, capsys) -> None:
+    code, _, err = _run_cli(["tokenize", "encode", "--input", "no_such_corpus", "--out", str(tmp_path / "o")],
+                            monkeypatch, capsys)
+    assert code == 2 and "no_such_corpus: no such file or directory" in err and "hf:NAME" in err

@@ -5,8 +5,9 @@ Input kinds, chosen by file suffix (``.gz`` allowed for text and JSONL):
 - text (``.txt``, ``.md``, ``.py``, … or any explicitly named file of unknown suffix): one
   document per file, or per blank-line paragraph / per line with ``text_unit``;
 - JSONL (``.jsonl``, ``.ndjson``): one document per line, taken from ``text_field``;
-- ``.parquet``, ``.arrow``, ``.json`` files and hub dataset names (``name`` or ``name:config``,
-  online only): read with the ``datasets`` library in streaming mode, column ``text_field``.
+- ``.parquet``, ``.arrow``, ``.json`` files and Hugging Face hub datasets (``hf:NAME`` or
+  ``hf:NAME:CONFIG``, split ``train``, online only): read with the ``datasets`` library in
+  streaming mode, column ``text_field``.
 
 Directories are walked recursively (sorted; hidden entries and ``__pycache__`` skipped); files
 with other suffixes inside a directory are ignored and counted. Text and JSONL are read here
@@ -38,6 +39,7 @@ JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
 DATASETS_BUILDERS = {".parquet": "parquet", ".arrow": "arrow", ".json": "json"}
 TEXT_UNITS = ("document", "paragraph", "line")
 ON_ERROR = ("error", "skip")
+HUB_PREFIX = "hf:"
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 
 
@@ -111,11 +113,12 @@ def expand_inputs(inputs: list[str], stats: ReadStats) -> list[tuple[SourceStats
             kind = _kind(path)
             src = SourceStats(raw, "text" if kind == "other" else kind)
             found.append((src, src.kind, raw))
-        elif path.suffix or raw.startswith((".", "/", "~")):
-            raise UserError(f"{raw}: no such file or directory")
-        else:
+        elif raw.startswith(HUB_PREFIX) and len(raw) > len(HUB_PREFIX):
             src = SourceStats(raw, "hub")
-            found.append((src, "hub", raw))
+            found.append((src, "hub", raw.removeprefix(HUB_PREFIX)))
+        else:
+            raise UserError(f"{raw}: no such file or directory (for a Hugging Face hub dataset write "
+                            f"{HUB_PREFIX}NAME[:CONFIG])")
         stats.sources.append(src)
     return found
 
@@ -224,7 +227,7 @@ class _Reader:
             raise
         except Exception as exc:  # datasets/pyarrow raise many types for unreadable input
             detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            what = "not a local file or directory, and not loadable as a hub dataset" if hub else "cannot read"
+            what = "cannot load the hub dataset" if hub else "cannot read"
             raise UserError(f"{location}: {what} ({detail[:200]})") from None
         if not seen_any:
             self.bad(location, "empty file" if not hub else "empty dataset", "empty_file", in_dir)
