@@ -102,9 +102,10 @@ def plot_compression(result: dict, path: str | os.PathLike) -> None:
         ax.set_xticks(range(len(corpora)), [_short(c) for c in corpora], rotation=15)
         ax.set_title(label, fontsize=10)
         ax.margins(y=0.15)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(names), fontsize=9, frameon=False)
     fig.suptitle("Tokenizer compression by corpus")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     try:
         with atomic_file(path, "wb") as fh:
             fig.savefig(fh, format="png", dpi=120)
