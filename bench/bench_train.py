@@ -1,7 +1,8 @@
 """Training throughput: our QwenModel + trainer pieces vs transformers' Qwen2ForCausalLM.
 
 Same config (hidden 512, 8 layers, 8 heads, FFN 1376, vocab 151,936, sequence 512), same
-batch of random token ids, same number of timed optimizer steps, in one process:
+batch of random token ids, in one process; timed steps of the two models alternate and the
+median step time counts, so load from other processes hits both alike:
 
 * ``eager``: float32, no compilation. Ours: fused output-projection + cross-entropy
   (``kernels.cross_entropy``), fused AdamW. Theirs: ``model(input_ids, labels=...)`` and
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from contextlib import nullcontext
 
@@ -77,15 +79,20 @@ def theirs(best: bool):
     return model, step
 
 
-def tokens_per_second(build, best: bool, ids: torch.Tensor, steps: int, warmup: int) -> tuple[float, float]:
-    _, step = build(best)
-    for _ in range(warmup):
-        step(ids)
-    start = time.perf_counter()
+def compare(best: bool, ids: torch.Tensor, steps: int, warmup: int) -> dict[str, tuple[float, float]]:
+    """Interleave timed steps of both models (so a busy machine slows both alike); median step time."""
+    steps_by_name = {"transformers": theirs(best)[1], "ours": ours(best)[1]}
+    for step in steps_by_name.values():
+        for _ in range(warmup):
+            step(ids)
+    times: dict[str, list[float]] = {name: [] for name in steps_by_name}
+    losses: dict[str, float] = {}
     for _ in range(steps):
-        loss = step(ids)
-    elapsed = time.perf_counter() - start
-    return ids[:, :-1].numel() * steps / elapsed, loss
+        for name, step in steps_by_name.items():
+            start = time.perf_counter()
+            losses[name] = step(ids)
+            times[name].append(time.perf_counter() - start)
+    return {name: (ids[:, :-1].numel() / statistics.median(t), losses[name]) for name, t in times.items()}
 
 
 def main() -> None:
@@ -105,8 +112,8 @@ def main() -> None:
         best = mode == "best"
         warmup = 2 if best else 1  # compilation happens in the first step(s)
         peak = measure_peak_flops(torch.device("cpu"), torch.bfloat16 if best else torch.float32, seconds=1.0)
-        theirs_tps, theirs_loss = tokens_per_second(theirs, best, ids, args.steps, warmup)
-        ours_tps, ours_loss = tokens_per_second(ours, best, ids, args.steps, warmup)
+        measured = compare(best, ids, args.steps, warmup)
+        (ours_tps, ours_loss), (theirs_tps, theirs_loss) = measured["ours"], measured["transformers"]
         results[mode] = {"ours_tok_s": ours_tps, "transformers_tok_s": theirs_tps, "ratio": ours_tps / theirs_tps,
                          "ours_flops": ours_tps * flops_per_token, "matmul_peak_flops": peak,
                          "fraction_of_peak": ours_tps * flops_per_token / peak,

@@ -3,18 +3,21 @@
 ``linear_cross_entropy(hidden, weight, labels)`` returns the *summed* token cross-entropy of
 ``hidden @ weight.T`` against ``labels`` (``ignore_index`` rows excluded) and the number of
 counted tokens. It never holds the full [tokens, vocab] logits: tokens are processed in
-chunks; for each chunk the logits are computed (fp32 softmax statistics), turned in place
-into ``softmax - onehot`` and immediately multiplied into the gradients of ``hidden`` and
-``weight``, which backward then only scales. That saves the logits' memory and the
+chunks; for each chunk the logits are computed into one reused fp32 buffer, turned in place
+into log-probabilities (the loss) and then into ``softmax - onehot``, and immediately
+multiplied into the gradients of ``hidden`` and ``weight``, which backward then only scales. That saves the logits' memory and the
 separate log-softmax / its backward passes over [tokens, vocab] — with a 152k vocabulary the
 output layer is most of a small model's work.
 
 Under autocast the matmuls run in the autocast dtype (bf16) and the softmax in fp32, like
-the reference under autocast. The matmuls happen in forward, so call it only when the loss
+the reference under autocast — except on CPUs without native bf16 matmuls (AVX2-only), where
+bf16 GEMMs are emulated and several times slower than fp32: there the projection stays fp32. The matmuls happen in forward, so call it only when the loss
 will be backpropagated (or under ``torch.no_grad`` for evaluation, which skips them).
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -28,43 +31,65 @@ def auto_chunk(vocab_size: int) -> int:
     return max(64, CHUNK_BYTES // (4 * vocab_size))
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 / AMX) rather than emulating it."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def _matmul_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
-    if torch.is_autocast_enabled(device.type):
-        return torch.get_autocast_dtype(device.type)
-    return dtype
+    """The autocast dtype, except bf16 on a CPU that only emulates it: fp32 is faster there."""
+    if not torch.is_autocast_enabled(device.type):
+        return dtype
+    autocast_dtype = torch.get_autocast_dtype(device.type)
+    if device.type == "cpu" and autocast_dtype == torch.bfloat16 and not cpu_has_native_bf16():
+        return torch.float32
+    return autocast_dtype
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, labels, chunk, ignore_index):
         mm_dtype = _matmul_dtype(hidden.device, weight.dtype)
+        n_tokens = hidden.shape[0]
+        chunk = -(-n_tokens // max(1, -(-n_tokens // chunk)))  # equal chunks, none much smaller
         with torch.autocast(hidden.device.type, enabled=False):
             h, w = hidden.to(mm_dtype), weight.to(mm_dtype)
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-            grad_h = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+            grad_h = torch.empty_like(h) if ctx.needs_input_grad[0] else None
             grad_w = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
-            for start in range(0, h.shape[0], chunk):
+            buffer = torch.empty(min(chunk, n_tokens), w.shape[0], dtype=torch.float32, device=h.device)
+            for start in range(0, n_tokens, chunk):
                 h_c, y = h[start : start + chunk], labels[start : start + chunk]
-                logits = (h_c @ w.T).float()
+                logp = buffer[: len(y)]
+                if mm_dtype == torch.float32:
+                    torch.mm(h_c, w.T, out=logp)
+                else:
+                    logp.copy_(h_c @ w.T)
+                if logp.device.type == "cpu":  # in place: the CPU kernel finishes a row's max/sum first
+                    torch._log_softmax(logp, -1, False, out=logp)
+                else:
+                    logp = torch.log_softmax(logp, dim=-1)
                 valid = y != ignore_index
                 target = y.clamp(min=0)
-                lse = torch.logsumexp(logits, dim=-1)
-                picked = logits.gather(1, target[:, None]).squeeze(1)
-                total += torch.where(valid, lse - picked, 0.0).sum()
+                picked = logp.gather(1, target[:, None]).squeeze(1)
+                total -= torch.where(valid, picked, 0.0).sum()
                 if grad_h is None and grad_w is None:
                     continue
-                probs = logits.sub_(lse[:, None]).exp_()
+                probs = logp.exp_()  # d(loss)/d(logits) = softmax - onehot, zero on ignored rows
                 probs[torch.arange(len(y), device=y.device), target] -= 1.0
-                probs.mul_(valid[:, None])
-                g = probs.to(mm_dtype)
+                if not bool(valid.all()):
+                    probs[~valid] = 0.0
+                g = probs if mm_dtype == torch.float32 else probs.to(mm_dtype)
                 if grad_h is not None:
-                    grad_h[start : start + chunk] = g @ w
+                    torch.mm(g, w, out=grad_h[start : start + chunk])
                 if grad_w is not None:
                     if mm_dtype == torch.float32:
                         grad_w.addmm_(g.T, h_c)
                     else:
                         grad_w += (g.T @ h_c).float()
-        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype) if grad_w is not None else None)
+        ctx.save_for_backward(grad_h.to(hidden.dtype) if grad_h is not None else None,
+                              grad_w.to(weight.dtype) if grad_w is not None else None)
         return total
 
     @staticmethod
