@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from qwen_cli.tokenizer import load_tokenizer
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "tokenizer"
@@ -33,8 +35,9 @@ def _init_worker(tokenizer_dir: str) -> None:
     _worker_tok = load_tokenizer(tokenizer_dir)
 
 
-def _encode_chunk(texts: list[str]) -> list[list[int]]:
-    return _worker_tok.encode_batch(texts)
+def _encode_chunk(texts: list[str]) -> list[np.ndarray]:
+    """Ids as uint32 arrays: they cross the process boundary as raw bytes, as in the shard writer."""
+    return [np.asarray(ids, dtype=np.uint32) for ids in _worker_tok.encode_batch(texts)]
 
 
 def chunks(texts: list[str], n: int) -> list[list[str]]:
@@ -59,7 +62,7 @@ def corpus(megabytes: float) -> list[str]:
     return texts
 
 
-def best_time(fn: Callable[[], list[list[int]]], repeat: int) -> tuple[float, list[list[int]]]:
+def best_time(fn: Callable[[], list], repeat: int) -> tuple[float, list]:
     best, result = float("inf"), []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -88,9 +91,9 @@ def main() -> None:
         pool = multiprocessing.get_context("spawn").Pool(args.workers, _init_worker, (tmp,))
         pool.map(_encode_chunk, [["warm-up"]] * args.workers)
 
-    def ours_parallel() -> list[list[int]]:
+    def ours_parallel() -> list[np.ndarray]:
         flat = [ids for part in pool.map(_encode_chunk, chunks(texts, n_chunks)) for ids in part]
-        result: list[list[int]] = [[] for _ in texts]
+        result: list[np.ndarray] = [np.zeros(0, np.uint32)] * len(texts)
         for i, ids in zip(order, flat, strict=True):
             result[i] = ids
         return result
@@ -105,6 +108,7 @@ def main() -> None:
     with pool:
         for (name, workers), fn in runs.items():
             seconds, ids = best_time(fn, args.repeat)
+            ids = [x.tolist() if isinstance(x, np.ndarray) else x for x in ids]
             reference = reference or ids
             assert ids == reference, f"{name} with {workers} workers gives different ids"
             speed[(name, workers)] = megabytes / seconds
