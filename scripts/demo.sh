@@ -18,7 +18,7 @@ step "1/5 train a 8K Qwen-style BPE vocabulary on the stdlib (digits split, Qwen
 qwen tokenize train --corpus "${CORPUS[@]}" --vocab-size 8192 --out runs/tiny/tokenizer
 
 step "2/5 encode the corpus into shuffled uint32 shards with a validation split"
-qwen tokenize encode --tokenizer runs/tiny/tokenizer --input "${CORPUS[@]}" --out runs/tiny/shards
+qwen tokenize encode --tokenizer runs/tiny/tokenizer --input "${CORPUS[@]}" --out runs/tiny/shards --val-fraction 0.05
 
 step "3/5 pretrain the tiny model (recipes/tiny/pretrain.toml)"
 qwen pretrain recipes/tiny/pretrain.toml --out runs/tiny/pretrain
