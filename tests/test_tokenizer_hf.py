@@ -90,3 +90,23 @@ def test_chat_template_renders_chatml(exported: Path) -> None:
 def test_vocab_json_alone_loads_as_the_same_tokenizer(exported: Path, tmp_path: Path) -> None:
     (tmp_path / "vocab.json").write_bytes((exported / "vocab.json").read_bytes())
     assert load_tokenizer(tmp_path).hash == load_tokenizer("qwen").hash
+
+
+@pytest.mark.slow
+def test_fast_tokenizer_matches_on_megabytes_of_code(exported: Path) -> None:
+    from tokenizers import Tokenizer as HFTokenizer
+
+    texts, size = [], 0
+    for path in sorted(STDLIB.rglob("*.py")):
+        if "site-packages" in path.parts:
+            continue
+        try:
+            texts.append(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            continue
+        size += len(texts[-1])
+        if size > 5_000_000:
+            break
+    tok = load_tokenizer(exported)
+    hf = HFTokenizer.from_file(str(exported / "tokenizer.json"))
+    assert [e.ids for e in hf.encode_batch(texts, add_special_tokens=False)] == tok.encode_batch(texts)
