@@ -33,6 +33,7 @@ a second signal aborts at once (the previous checkpoint stays valid: saves are a
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import random
 import signal
@@ -60,7 +61,7 @@ from qwen_cli.recipe import Recipe
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-class Stage:
+class Stage(abc.ABC):
     """Base class of a training stage: where batches come from and what the loss is."""
 
     name = "stage"
@@ -71,20 +72,25 @@ class Stage:
         self.recipe = recipe
 
     @property
+    @abc.abstractmethod
     def seq_len(self) -> int:
-        raise NotImplementedError
+        """Tokens per training sequence."""
 
+    @abc.abstractmethod
     def build_model(self) -> nn.Module:
-        raise NotImplementedError
+        """The model to train, on CPU in fp32 (sets ``self.model_config``)."""
 
+    @abc.abstractmethod
     def train_batches(self, layout: BatchLayout):
-        raise NotImplementedError
+        """This rank's micro batches: an iterator with ``state_dict`` / ``load_state_dict``."""
 
+    @abc.abstractmethod
     def val_batches(self, layout: BatchLayout) -> list:
-        raise NotImplementedError
+        """This rank's held-out micro batches (possibly empty)."""
 
+    @abc.abstractmethod
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor | int, dict[str, float]]:
-        raise NotImplementedError
+        """(loss summed over n counted units, n, extra float metrics)."""
 
     def write_model(self, directory: Path, state: dict[str, torch.Tensor], recipe_text: str) -> None:
         """Write a Qwen2-layout model directory from a full state dict."""
@@ -96,8 +102,8 @@ class Stage:
     def read_model_state(self, directory: Path) -> dict[str, torch.Tensor]:
         return ts.read_model_state(directory, self.model_config)
 
-    def finish(self, final_dir: Path, console: Console) -> None:
-        """Runs on rank 0 after the final model is saved."""
+    def finish(self, final_dir: Path, console: Console) -> None:  # noqa: B027 (optional hook)
+        """Runs on rank 0 after the final model is saved; does nothing unless overridden."""
 
 
 class LossModule(nn.Module):
