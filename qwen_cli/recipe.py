@@ -31,13 +31,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
-
-import tomllib
 
 from qwen_cli.errors import UserError
 from qwen_cli.model import PRESETS, ModelConfig
