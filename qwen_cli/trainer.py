@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import json
 import random
 import signal
 import time
@@ -56,7 +57,7 @@ from qwen_cli.fsutil import atomic_dir, atomic_file
 from qwen_cli.model import Block, ModelConfig, QwenModel
 from qwen_cli.optim import build_optimizer, lr_at, set_lr
 from qwen_cli.progress import MetricsWriter, RunProgress
-from qwen_cli.recipe import Recipe
+from qwen_cli.recipe import Recipe, load_recipe
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -406,3 +407,19 @@ def run_stage(stage_factory, recipe: Recipe, run_dir: str | Path, resume: bool =
         return trainer.run()
     finally:
         trainer.close()
+
+
+def run_recipe(stage_factory, sections: dict[str, type], recipe_path: Path, overrides: list[str],
+               out: Path | None, resume: bool, as_json: bool) -> int:
+    """What every training command does: load and check the recipe, train, report; returns the exit code.
+
+    ``out`` defaults to ``runs/<recipe's directory name>/<stage name>``; with ``as_json`` the
+    final metrics are printed as one JSON object on stdout.
+    """
+    recipe = load_recipe(recipe_path, overrides, sections=sections)
+    run_dir = out if out is not None else Path("runs") / recipe_path.resolve().parent.name / stage_factory.name
+    result = run_stage(stage_factory, recipe, run_dir, resume=resume)
+    if as_json and result.exit_code == 0:
+        print(json.dumps({"run_dir": str(result.run_dir), "final": str(result.final_dir), "step": result.step,
+                          **result.metrics}, indent=2))
+    return result.exit_code

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -20,17 +19,10 @@ def pretrain(
     Runs unchanged under `torchrun --nproc-per-node N` (FSDP2). Exit code 130/143 after a
     SIGINT/SIGTERM that saved a checkpoint.
     """
-    from qwen_cli.recipe import load_recipe
     from qwen_cli.stages.pretrain import SECTIONS, PretrainStage
-    from qwen_cli.trainer import run_stage
+    from qwen_cli.trainer import run_recipe
 
-    parsed = load_recipe(recipe, overrides, sections=SECTIONS)
-    run_dir = out if out is not None else Path("runs") / recipe.resolve().parent.name / "pretrain"
-    result = run_stage(PretrainStage, parsed, run_dir, resume=resume)
-    if as_json and result.exit_code == 0:
-        print(json.dumps({"run_dir": str(result.run_dir), "final": str(result.final_dir), "step": result.step,
-                          **result.metrics}, indent=2))
-    return result.exit_code
+    return run_recipe(PretrainStage, SECTIONS, recipe, overrides, out, resume, as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -21,17 +20,10 @@ def sft(
     Optional LoRA ([lora] rank > 0), merged into the saved weights. Same trainer, checkpoints,
     resume and torchrun support as `qwen pretrain`.
     """
-    from qwen_cli.recipe import load_recipe
     from qwen_cli.stages.sft import SECTIONS, SFTStage
-    from qwen_cli.trainer import run_stage
+    from qwen_cli.trainer import run_recipe
 
-    parsed = load_recipe(recipe, overrides, sections=SECTIONS)
-    run_dir = out if out is not None else Path("runs") / recipe.resolve().parent.name / "sft"
-    result = run_stage(SFTStage, parsed, run_dir, resume=resume)
-    if as_json and result.exit_code == 0:
-        print(json.dumps({"run_dir": str(result.run_dir), "final": str(result.final_dir), "step": result.step,
-                          **result.metrics}, indent=2))
-    return result.exit_code
+    return run_recipe(SFTStage, SECTIONS, recipe, overrides, out, resume, as_json)
 
 
 def register(app: typer.Typer) -> None:

@@ -89,16 +89,52 @@ class TokenWindows:
         return {"input_ids": rows[:, :-1].contiguous(), "labels": rows[:, 1:].contiguous()}
 
 
-class ShuffledBatches:
-    """This rank's micro batches, epoch after epoch, resumable to the exact sequence."""
+class ResumableBatches:
+    """Iterator of this rank's micro batches whose position is exact between optimizer steps.
+
+    The position is one number — global sequences consumed by finished steps — so it stays
+    valid for any world size or micro-batch layout. Subclasses map global sequence indices to
+    a batch in ``_batch``.
+    """
+
+    def __init__(self, layout: BatchLayout, seed: int) -> None:
+        self.layout, self.seed = layout, seed
+        self.step_start = 0  # global sequences consumed by finished steps
+        self.micro = 0
+
+    def _batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        first = self.layout.micro_start(self.step_start, self.micro)
+        batch = self._batch([first + j for j in range(self.layout.micro_batch_size)])
+        self.micro += 1
+        if self.micro == self.layout.accum_steps:
+            self.micro = 0
+            self.step_start += self.layout.global_sequences
+        return batch
+
+    def state_dict(self) -> dict:
+        if self.micro:
+            raise RuntimeError("data position is only defined between optimizer steps")
+        return {"sequences": self.step_start, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_start, self.micro, self.seed = int(state["sequences"]), 0, int(state["seed"])
+
+
+class ShuffledBatches(ResumableBatches):
+    """Windows of the token stream in a fresh permutation every epoch."""
 
     def __init__(self, windows: TokenWindows, layout: BatchLayout, seed: int) -> None:
         if windows.num_windows == 0:
             raise UserError(f"the training split has {windows.tokens} tokens, fewer than one sequence of "
                             f"{windows.seq_len} + 1 (lower data.seq_len or add data)")
-        self.windows, self.layout, self.seed = windows, layout, seed
-        self.step_start = 0  # global sequences consumed by finished steps
-        self.micro = 0
+        super().__init__(layout, seed)
+        self.windows = windows
         self._perm_epoch, self._perm = -1, np.zeros(0, dtype=np.int64)
 
     def _window_of(self, k: int) -> int:
@@ -108,28 +144,11 @@ class ShuffledBatches:
             self._perm, self._perm_epoch = rng.permutation(self.windows.num_windows), epoch
         return int(self._perm[offset])
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        return self
-
-    def __next__(self) -> dict[str, torch.Tensor]:
-        first = self.layout.micro_start(self.step_start, self.micro)
-        batch = self.windows.batch([self._window_of(first + j) for j in range(self.layout.micro_batch_size)])
-        self.micro += 1
-        if self.micro == self.layout.accum_steps:
-            self.micro = 0
-            self.step_start += self.layout.global_sequences
-        return batch
+    def _batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        return self.windows.batch([self._window_of(k) for k in indices])
 
     def epoch(self) -> float:
         return self.step_start / self.windows.num_windows
-
-    def state_dict(self) -> dict:
-        if self.micro:
-            raise RuntimeError("data position is only defined between optimizer steps")
-        return {"sequences": self.step_start, "seed": self.seed}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step_start, self.micro, self.seed = int(state["sequences"]), 0, int(state["seed"])
 
 
 def validation_batches(windows: TokenWindows, layout: BatchLayout, max_batches: int) -> list[dict[str, torch.Tensor]]:

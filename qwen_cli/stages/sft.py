@@ -14,7 +14,6 @@ Recipe sections: the base ones, with ``[data]`` replaced by :class:`ChatDataSect
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -37,7 +36,7 @@ from qwen_cli.data.chat import (
     epoch_rows,
     read_chat_jsonl,
 )
-from qwen_cli.data.shards import BatchLayout
+from qwen_cli.data.shards import BatchLayout, ResumableBatches
 from qwen_cli.errors import UserError
 from qwen_cli.model import QwenModel
 from qwen_cli.recipe import BASE_SECTIONS, ModelSection, Recipe
@@ -92,16 +91,16 @@ def set_dropout(model: QwenModel, p: float) -> None:
             module.p = p
 
 
-class ChatBatches:
-    """This rank's micro batches over shuffled epochs, resumable at step boundaries.
+class ChatBatches(ResumableBatches):
+    """Chat rows over shuffled epochs, resumable at step boundaries.
 
     Global row ``k`` is row ``k mod R`` of epoch ``k // R``'s layout (R rows per epoch, the
     same for every epoch when padding; packing lays out each epoch's shuffle anew).
     """
 
     def __init__(self, samples: list[Sample], layout: BatchLayout, seq_len: int, mode: str, seed: int) -> None:
-        self.samples, self.layout, self.seq_len, self.mode, self.seed = samples, layout, seq_len, mode, seed
-        self.step_start, self.micro = 0, 0
+        super().__init__(layout, seed)
+        self.samples, self.seq_len, self.mode = samples, seq_len, mode
         self._epoch, self._rows, self._epoch_first = -1, [], 0
 
     def _row(self, k: int) -> list[int]:
@@ -114,25 +113,11 @@ class ChatBatches:
             return self._row(k)
         return self._rows[k - self._epoch_first]
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        return self
-
-    def __next__(self) -> dict[str, torch.Tensor]:
-        first = self.layout.micro_start(self.step_start, self.micro)
-        rows = [self._row(first + j) for j in range(self.layout.micro_batch_size)]
-        self.micro += 1
-        if self.micro == self.layout.accum_steps:
-            self.micro = 0
-            self.step_start += self.layout.global_sequences
-        return micro_batch(self.samples, rows, self.mode)
-
-    def state_dict(self) -> dict:
-        if self.micro:
-            raise RuntimeError("data position is only defined between optimizer steps")
-        return {"sequences": self.step_start, "seed": self.seed}
+    def _batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        return micro_batch(self.samples, [self._row(k) for k in indices], self.mode)
 
     def load_state_dict(self, state: dict) -> None:
-        self.step_start, self.micro, self.seed = int(state["sequences"]), 0, int(state["seed"])
+        super().load_state_dict(state)
         self._epoch, self._rows, self._epoch_first = -1, [], 0
 
 
