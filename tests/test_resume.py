@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import ROOT, TINY_OVERRIDES, TINY_RECIPE, final_weights, make_shards, tiny_recipe
+from train_fixtures import ROOT, TINY_OVERRIDES, TINY_RECIPE, final_weights, tiny_recipe
 
 import qwen_cli
 from qwen_cli import train_state as ts
@@ -21,18 +21,7 @@ from qwen_cli.errors import UserError
 from qwen_cli.stages.pretrain import PretrainStage
 from qwen_cli.trainer import run_stage
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    return make_shards(tmp_path_factory.mktemp("data"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import make_shards, tiny_recipe
+from train_fixtures import tiny_recipe
 
 import qwen_cli
 from kernels.cross_entropy import linear_cross_entropy, reference_linear_cross_entropy
@@ -19,18 +18,7 @@ from qwen_cli.recipe import ScheduleSection
 from qwen_cli.stages.pretrain import PretrainStage
 from qwen_cli.trainer import run_stage
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    return make_shards(tmp_path_factory.mktemp("data"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_loss_falls_and_run_dir_is_complete(shards, tmp_path):

@@ -48,3 +48,4 @@ def tiny_recipe(shards: Path, *extra: str) -> Recipe:
 
 def final_weights(run_dir: Path) -> bytes:
     return (run_dir / "final" / "model.safetensors").read_bytes()
+
