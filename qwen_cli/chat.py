@@ -69,12 +69,16 @@ class ChatSession:
         prompt = self.template.prompt([*self.messages, {"role": "user", "content": user}], self.prompt_budget)
         decoder = self.tokenizer.stream_decoder()
         tokens: list[int] = []
+        pieces: list[str] = []
+
+        def emit(piece: str) -> None:
+            if piece:
+                pieces.append(piece)
+                on_text(piece)
 
         def on_token(_: int, token: int) -> None:
             tokens.append(token)
-            piece = decoder.add(token)
-            if piece:
-                on_text(piece)
+            emit(decoder.add(token))
 
         seed = None if self.seed is None else self.seed + len(self.history) // 2
         reason = "stop"
@@ -85,10 +89,9 @@ class ChatSession:
                 reason = "length"
         except KeyboardInterrupt:
             reason = "interrupted"
-        rest = decoder.flush()
-        if rest:
-            on_text(rest)
-        text = self.tokenizer.decode(tokens)
+        if reason != "interrupted":  # an interrupted reply keeps whole characters only
+            emit(decoder.flush())
+        text = "".join(pieces)
         self.history += [{"role": "user", "content": user}, {"role": "assistant", "content": text}]
         return Reply(text, len(tokens), reason)
 
