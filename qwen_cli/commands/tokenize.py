@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +16,12 @@ from typer.core import TyperCommand
 
 ON_ERROR_HELP = "error: stop at the first bad input (exit 2); skip: skip it and report counts"
 TEXT_UNIT_HELP = "for text files: one document per file, per blank-line paragraph, or per line"
+
+# options shared by train, encode and stats
+TextField = Annotated[str, typer.Option("--text-field", help="JSONL/parquet field holding the text")]
+TextUnit = Annotated[str, typer.Option("--text-unit", help=TEXT_UNIT_HELP)]
+OnError = Annotated[str, typer.Option("--on-error", help=ON_ERROR_HELP)]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace an existing output directory")]
 
 
 def greedy_command(*options: str) -> type[TyperCommand]:
@@ -77,10 +84,10 @@ def train(
     vocab_size: int = typer.Option(..., "--vocab-size", help="total vocabulary: BPE ranks + 208 specials"),
     out: Path = typer.Option(..., "--out", help="tokenizer directory to write"),
     base: str = typer.Option("none", "--base", help="none: learn from bytes; cl100k: extend cl100k_base"),
-    text_field: str = typer.Option("text", "--text-field", help="JSONL/parquet field holding the text"),
-    text_unit: str = typer.Option("document", "--text-unit", help=TEXT_UNIT_HELP),
-    on_error: str = typer.Option("error", "--on-error", help=ON_ERROR_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output directory"),
+    text_field: TextField = "text",
+    text_unit: TextUnit = "document",
+    on_error: OnError = "error",
+    overwrite: Overwrite = False,
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Learn a Qwen-style byte-level BPE vocabulary (digits split, Qwen specials) from a corpus."""
@@ -100,14 +107,14 @@ def encode(
     inputs: list[str] = typer.Option(..., "--input", help="text/JSONL/parquet files, directories or hub names"),
     out: Path = typer.Option(..., "--out", help="shard directory to write"),
     tokenizer: str = typer.Option("qwen", "--tokenizer", help="qwen, cl100k or a tokenizer directory"),
-    text_field: str = typer.Option("text", "--text-field", help="JSONL/parquet field holding the text"),
+    text_field: TextField = "text",
     val_fraction: float = typer.Option(0.01, "--val-fraction", help="fraction of documents held out"),
     seed: int = typer.Option(0, "--seed", help="document shuffle seed"),
     workers: int | None = typer.Option(None, "--workers", help="encoding processes (default: all cores)"),
     shard_tokens: int = typer.Option(1 << 26, "--shard-tokens", help="maximum tokens per shard file"),
-    text_unit: str = typer.Option("document", "--text-unit", help=TEXT_UNIT_HELP),
-    on_error: str = typer.Option("error", "--on-error", help=ON_ERROR_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing output directory"),
+    text_unit: TextUnit = "document",
+    on_error: OnError = "error",
+    overwrite: Overwrite = False,
     as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
 ) -> None:
     """Encode documents into shuffled uint32 shards with a validation split and a manifest."""
@@ -127,8 +134,8 @@ def stats(
     tokenizers: list[str] = typer.Option(["qwen", "cl100k"], "--tokenizer", help="names or tokenizer directories"),
     corpora: list[str] = typer.Option(..., "--corpus", help="files or directories, one row group each"),
     max_bytes: int = typer.Option(2_000_000, "--max-bytes", help="read at most this much text per corpus"),
-    text_field: str = typer.Option("text", "--text-field", help="JSONL/parquet field holding the text"),
-    on_error: str = typer.Option("error", "--on-error", help=ON_ERROR_HELP),
+    text_field: TextField = "text",
+    on_error: OnError = "error",
     plot: Path | None = typer.Option(None, "--plot", help="save a bar chart (PNG) here"),
     as_json: bool = typer.Option(False, "--json", help="print the table as JSON"),
 ) -> None:
