@@ -226,6 +226,10 @@ class Trainer:
         self.total_steps = self._total_steps()
         self.batches = self.stage.train_batches(self.layout)
         self.val = self.stage.val_batches(self.layout)
+        if not self.val:
+            self._print(f"[yellow]no validation:[/] the held-out split has less than one micro batch "
+                        f"({self.layout.micro_batch_size} sequences) per process; add data or raise the "
+                        "validation fraction")
         self.params = [p for p in self.module.parameters() if p.requires_grad]
 
     def _restore(self) -> tuple[int, int]:

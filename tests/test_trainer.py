@@ -128,3 +128,21 @@ def test_windows_cover_the_stream_and_validation_is_fixed(shards):
     assert torch.equal(stream[: len(first)], first[: len(stream)])
     a = validation_batches(windows, BatchLayout(0, 1, 2, 1), 3)
     assert len(a) == 3 and torch.equal(a[1]["input_ids"], windows.batch([2, 3])["input_ids"])
+
+
+class NoValidationStage(PretrainStage):
+    def val_batches(self, layout):
+        return []
+
+
+def test_missing_validation_is_announced(shards, tmp_path):
+    from io import StringIO
+
+    from rich.console import Console
+
+    buffer = StringIO()
+    result = run_stage(NoValidationStage, tiny_recipe(shards, "train.steps=2", "checkpoint.every=0"),
+                       tmp_path / "run", console=Console(file=buffer, width=200))
+    assert result.exit_code == 0
+    assert "no validation: the held-out split has less than one micro batch" in buffer.getvalue()
+    assert "val_loss" not in result.metrics
