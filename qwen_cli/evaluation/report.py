@@ -84,7 +84,7 @@ def render_table(record: dict, console: Console) -> None:
     """Our score per task beside Qwen-1.8B/7B/14B's published ones (percent)."""
     reference = reference_scores()
     models = list(reference["models"])
-    table = Table(title="qwen eval (reference columns: Qwen technical report, Table 2)")
+    table = Table(title="qwen eval (reference columns: published Qwen base-model scores, see reference_scores.json)")
     for column in ("task", "shots", "metric", "n", "ours", *models):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right")
     shots = record["config"].get("shots", {})
