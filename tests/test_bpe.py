@@ -92,20 +92,15 @@ def test_vocab_size_too_small_is_a_user_error(tmp_path: Path) -> None:
     assert not (tmp_path / "t").exists()
 
 
-def test_cli_train_then_encode_with_the_trained_directory(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_cli_train_then_encode_with_the_trained_directory(tmp_path: Path, run_qwen) -> None:
     import json
-    import sys
 
-    from qwen_cli.cli import main
     from qwen_cli.data.encode import read_manifest
 
     def run(*args: str) -> str:
-        monkeypatch.setattr(sys, "argv", ["qwen", *args])
-        with pytest.raises(SystemExit) as exc:
-            main()
-        out = capsys.readouterr()
-        assert exc.value.code == 0, out.err
-        return out.out
+        code, out, err = run_qwen(*args)
+        assert code == 0, err
+        return out
 
     summary = json.loads(run("tokenize", "train", "--corpus", *CORPUS, "--vocab-size", "800",
                              "--out", str(tmp_path / "tok"), "--json"))

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from qwen_cli.cli import main
 from qwen_cli.data.encode import encode_corpus, read_manifest
 from qwen_cli.tokenizer import load_tokenizer
 
@@ -77,14 +75,6 @@ def test_text_units_and_parquet(tmp_path: Path) -> None:
     assert m["documents"] == 2 and m["sources"][0]["kind"] == "datasets"
 
 
-def _run_cli(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["qwen", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
-
-
 BAD_INPUTS = {
     "invalid_utf8": ("bad.txt", b"fine line\nbad \xff\xfe byte\n", "bad.txt:2: invalid UTF-8"),
     "empty_file": ("empty.txt", b"", "empty.txt: empty file"),
@@ -94,42 +84,40 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_line_error_or_counted_skip(case: str, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_bad_input_is_one_line_error_or_counted_skip(case: str, tmp_path: Path, run_qwen) -> None:
     name, content, message = BAD_INPUTS[case]
     (tmp_path / name).write_bytes(content)
     good = _jsonl(tmp_path / "good.jsonl", DOCS[:5])
     args = ["tokenize", "encode", "--input", str(good), str(tmp_path / name), "--out", str(tmp_path / "out"),
             "--workers", "1"]
-    code, _, err = _run_cli(args, monkeypatch, capsys)
+    code, _, err = run_qwen(*args)
     assert code == 2
     assert err.strip().startswith("error:") and len(err.strip().splitlines()) == 1 and message in err
     assert "Traceback" not in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*")), "no half-written output"
 
-    code, out, err = _run_cli([*args, "--on-error", "skip", "--json"], monkeypatch, capsys)
+    code, out, err = run_qwen(*args, "--on-error", "skip", "--json")
     assert code == 0
     assert json.loads(out)["skipped"] == {case: 1}
     assert read_manifest(tmp_path / "out")["skipped"] == {case: 1}
 
 
-def test_unwritable_output_is_a_one_line_error(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_unwritable_output_is_a_one_line_error(tmp_path: Path, run_qwen) -> None:
     good = _jsonl(tmp_path / "good.jsonl", DOCS[:5])
     (tmp_path / "file").write_text("x")
-    code, _, err = _run_cli(["tokenize", "encode", "--input", str(good), "--out", str(tmp_path / "file" / "out")],
-                            monkeypatch, capsys)
+    code, _, err = run_qwen("tokenize", "encode", "--input", str(good), "--out", str(tmp_path / "file" / "out"))
     assert code == 2 and "error:" in err and "file" in err and len(err.strip().splitlines()) == 1
 
 
-def test_existing_output_needs_overwrite(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_existing_output_needs_overwrite(tmp_path: Path, run_qwen) -> None:
     good = _jsonl(tmp_path / "good.jsonl", DOCS[:5])
     args = ["tokenize", "encode", "--input", str(good), "--out", str(tmp_path / "out"), "--workers", "1"]
-    assert _run_cli(args, monkeypatch, capsys)[0] == 0
-    code, _, err = _run_cli(args, monkeypatch, capsys)
+    assert run_qwen(*args)[0] == 0
+    code, _, err = run_qwen(*args)
     assert code == 2 and "already exists" in err
-    assert _run_cli([*args, "--overwrite"], monkeypatch, capsys)[0] == 0
+    assert run_qwen(*args, "--overwrite")[0] == 0
 
 
-def test_missing_input_names_the_hub_syntax(tmp_path: Path, monkeypatch, capsys) -> None:
-    code, _, err = _run_cli(["tokenize", "encode", "--input", "no_such_corpus", "--out", str(tmp_path / "o")],
-                            monkeypatch, capsys)
+def test_missing_input_names_the_hub_syntax(tmp_path: Path, run_qwen) -> None:
+    code, _, err = run_qwen("tokenize", "encode", "--input", "no_such_corpus", "--out", str(tmp_path / "o"))
     assert code == 2 and "no_such_corpus: no such file or directory" in err and "hf:NAME" in err

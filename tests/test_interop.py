@@ -6,7 +6,6 @@ so the tokenizer files are the ones a released Qwen2 checkpoint carries.
 
 import json
 import shutil
-import sys
 
 import pytest
 import torch
@@ -15,7 +14,6 @@ from safetensors.torch import load_file, save_file
 transformers = pytest.importorskip("transformers")
 
 from qwen_cli.checkpoint import INDEX_FILE, WEIGHTS_FILE, load_model, read_hf_tensors, save_model  # noqa: E402
-from qwen_cli.cli import main  # noqa: E402
 from qwen_cli.data.chat import ChatTemplate  # noqa: E402
 from qwen_cli.errors import UserError  # noqa: E402
 from qwen_cli.generate import generate  # noqa: E402
@@ -80,22 +78,12 @@ def max_diff_on_real_tokens(ours, theirs, mask):
     return (ours[real] - theirs[real]).abs().max().item()
 
 
-def run_cli(monkeypatch, capsys, *args):
-    """Run ``qwen ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["qwen", *map(str, args)])
-    capsys.readouterr()  # drop anything printed while preparing the input
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
-
-
 @pytest.mark.parametrize("tied", [False, True], ids=["untied-sharded", "tied"])
-def test_import_qwen2_matches_transformers(tied, tokenizer, hf_tokenizer_dir, tmp_path, monkeypatch, capsys):
+def test_import_qwen2_matches_transformers(tied, tokenizer, hf_tokenizer_dir, tmp_path, run_qwen):
     src, dst = tmp_path / "released", tmp_path / "ours"
     reference = released_qwen2(src, hf_tokenizer_dir, tied, shard=None if tied else "5MB")
     assert tied or (src / INDEX_FILE).exists()
-    code, out, err = run_cli(monkeypatch, capsys, "convert", src, dst, "--json")
+    code, out, err = run_qwen("convert", src, dst, "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["source_format"] == "qwen2" and result["dtype"] == "float32"
@@ -230,11 +218,11 @@ def _unknown_model_type(src):
 
 
 @pytest.mark.parametrize("damage", [_missing_shard, _shape_mismatch, _missing_tensor, _unknown_model_type])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(damage, hf_tokenizer_dir, tmp_path, monkeypatch, capsys):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(damage, hf_tokenizer_dir, tmp_path, run_qwen):
     src, dst = tmp_path / "released", tmp_path / "out" / "ours"
     released_qwen2(src, hf_tokenizer_dir, tied=False, shard="5MB")
     culprit = damage(src)
-    code, _, err = run_cli(monkeypatch, capsys, "convert", src, dst)
+    code, _, err = run_qwen("convert", src, dst)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and culprit in err, err
     assert not dst.exists()

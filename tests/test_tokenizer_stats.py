@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from qwen_cli.cli import main
-
 FIXTURES = Path(__file__).parent / "fixtures" / "tokenizer"
 
 
-def _run(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["qwen", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
-def test_stats_json_and_plot(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_stats_json_and_plot(tmp_path: Path, run_qwen) -> None:
     english, chinese = str(FIXTURES / "hamlet_excerpt.txt"), str(FIXTURES / "lunyu.jsonl")
     png = tmp_path / "fig.png"
-    code, out, err = _run(["tokenize", "stats", "--tokenizer", "qwen", "cl100k", "--corpus", english, chinese,
-                           "--json", "--plot", str(png)], monkeypatch, capsys)
+    code, out, err = run_qwen("tokenize", "stats", "--tokenizer", "qwen", "cl100k", "--corpus", english, chinese,
+                           "--json", "--plot", str(png))
     assert code == 0, err
     result = json.loads(out)
     rows = {(Path(r["corpus"]).name, r["tokenizer"]): r for r in result["rows"]}
@@ -37,13 +26,13 @@ def test_stats_json_and_plot(tmp_path: Path, monkeypatch, capsys) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
-def test_stats_table_and_max_bytes(monkeypatch, capsys) -> None:
-    code, out, _ = _run(["tokenize", "stats", "--tokenizer", "qwen", "--corpus", str(FIXTURES / "hamlet_excerpt.txt"),
-                         "--max-bytes", "1000"], monkeypatch, capsys)
+def test_stats_table_and_max_bytes(run_qwen) -> None:
+    code, out, _ = run_qwen("tokenize", "stats", "--tokenizer", "qwen", "--corpus", str(FIXTURES / "hamlet_excerpt.txt"),
+                         "--max-bytes", "1000")
     assert code == 0 and "hamlet_excerpt.txt" in out and "1,000" in out
 
 
-def test_stats_bad_tokenizer_is_one_line_error(tmp_path: Path, monkeypatch, capsys) -> None:
-    code, _, err = _run(["tokenize", "stats", "--tokenizer", str(tmp_path / "nope"), "--corpus",
-                         str(FIXTURES / "hamlet_excerpt.txt")], monkeypatch, capsys)
+def test_stats_bad_tokenizer_is_one_line_error(tmp_path: Path, run_qwen) -> None:
+    code, _, err = run_qwen("tokenize", "stats", "--tokenizer", str(tmp_path / "nope"), "--corpus",
+                         str(FIXTURES / "hamlet_excerpt.txt"))
     assert code == 2 and err.startswith("error:") and "nope" in err
