@@ -330,6 +330,12 @@ class Trainer:
         return {"loss": totals[0].item() / max(totals[1].item(), 1.0), "lr": lr,
                 "grad_norm": grad_norm.item(), "tokens": totals[2].item(), **extra}
 
+    def _measure_peak(self) -> float:
+        """Matmul peak without touching the RNG streams (a resumed run has just restored them)."""
+        devices = [self.info.device] if self.info.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return measure_peak_flops(self.info.device, self.autocast_dtype)
+
     # ----- the loop ----------------------------------------------------------------------
     def run(self) -> TrainResult:
         self._build()
@@ -341,7 +347,7 @@ class Trainer:
             ts.prune_checkpoints(self.run_dir, 0)  # leftovers of a save killed midway
         writer = MetricsWriter(self.run_dir / "metrics.jsonl", enabled=main,
                                resume_step=start_step if self.resume else None)
-        peak = self.recipe.train.peak_flops or measure_peak_flops(self.info.device, self.autocast_dtype)
+        peak = self.recipe.train.peak_flops or self._measure_peak()
         flops_per_token = self.model.flops_per_token(self.stage.seq_len) if hasattr(self.model, "flops_per_token") else 0
         n_params = sum(p.numel() for p in self.model.parameters())
         self._print(f"{self.stage.name}: {n_params / 1e6:.1f}M parameters, {self.total_steps} steps of "

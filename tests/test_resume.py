@@ -63,6 +63,17 @@ def test_sigint_saves_and_resume_is_bit_exact(shards, reference, tmp_path):
     assert steps == ref_steps
 
 
+def test_resume_is_bit_exact_with_dropout_and_a_measured_peak(shards, tmp_path):
+    """Dropout draws from the RNG streams a resume restores; measuring the matmul peak must not move them."""
+    extra = ("model.dropout=0.1", "train.peak_flops=0")
+    reference = run_stage(PretrainStage, tiny_recipe(shards, *extra), tmp_path / "ref")
+    out = tmp_path / "run"
+    stopped = run_stage(InterruptingStage, tiny_recipe(shards, *extra), out)
+    assert stopped.exit_code == 130
+    resumed = run_stage(PretrainStage, tiny_recipe(shards, *extra), out, resume=True)
+    assert resumed.exit_code == 0 and final_weights(out) == final_weights(reference.run_dir)
+
+
 def _run_cli(out: Path, shards: Path, *extra: str) -> subprocess.Popen:
     sets = [arg for item in (*TINY_OVERRIDES, f"data.shards={shards}") for arg in ("--set", item)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
