@@ -4,7 +4,6 @@ are contained and reported as failures while the evaluator carries on; the pass@
 from __future__ import annotations
 
 import math
-import os
 import socket
 import time
 from pathlib import Path
@@ -102,7 +101,7 @@ def test_writes_outside_the_work_dir_are_refused(tmp_path):
 
 def test_file_size_limit():
     outcome = run_program("open('big', 'wb').write(b'x' * (64 << 20))\n", Limits(wall_s=5, file_bytes=1 << 20))
-    assert not outcome.passed
+    assert not outcome.passed and ("File too large" in outcome.detail or outcome.status == "killed:SIGXFSZ")
 
 
 def test_parent_environment_is_not_visible(monkeypatch):
@@ -129,7 +128,7 @@ def test_network_is_unreachable_even_to_the_evaluators_localhost():
         port = server.getsockname()[1]
         program = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2).close()\n"
         outcome = run_program(program, FAST)
-    assert not outcome.passed and "Error" in outcome.detail
+    assert not outcome.passed and "Network is unreachable" in outcome.detail
     # the same program reaches the port when run directly (so the test can fail)
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -142,7 +141,6 @@ def test_environment_is_rebuilt():
                           "'PYTHONHASHSEED','PYTHONDONTWRITEBYTECODE','PYTHONIOENCODING','LC_CTYPE'}, "
                           "sorted(os.environ)\n", FAST)
     assert outcome.passed, outcome.detail
-    assert "PATH" in os.environ
 
 
 @pytest.mark.parametrize(("n", "c", "k"), [(10, 3, 1), (10, 3, 5), (20, 0, 3), (5, 5, 2), (200, 17, 10)])

@@ -81,7 +81,7 @@ class QwenLM(TemplateLM):
             _, context, continuation = requests[index]
             whole = (context + continuation)[-(limit + 1):]
             tokens = tuple(whole[:-1])
-            n = len(continuation)
+            n = min(len(continuation), limit)  # a continuation longer than the window: score its tail
             for k, target in enumerate(whole[-n:]):
                 rows[tokens].append((len(tokens) - n + k, target, index))
         per_request: dict[int, list[tuple[float, bool]]] = defaultdict(list)

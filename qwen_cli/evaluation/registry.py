@@ -194,7 +194,8 @@ def resolve(name: str, data_dir: Path | None = None, allow_hub: bool = False) ->
             return benchmark
         reasons.append(f"{benchmark.source}: no {SPLITS[name][0]} rows")
     files = " and ".join(f"{split}.jsonl" for split in SPLITS[name])
-    raise DataUnavailable(f"{name}: no data found offline (provide {files} under --data-dir DIR/{name}/)")
+    tried = f" (tried: {'; '.join(reasons)})" if reasons else ""
+    raise DataUnavailable(f"{name}: no data found offline (provide {files} under --data-dir DIR/{name}/){tried}")
 
 
 def lm_eval_literal(relative: str, function: str) -> list[dict]:

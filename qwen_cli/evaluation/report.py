@@ -16,6 +16,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from qwen_cli.checkpoint import sha256_file
+
 REFERENCE_FILE = Path(__file__).with_name("reference_scores.json")
 
 
@@ -26,15 +28,14 @@ def reference_scores() -> dict:
 
 def checkpoint_hash(directory: Path) -> str:
     """sha256 over the checkpoint's checksums.json (itself the sha256 of every file), else over
-    the config and weight files' bytes."""
+    the names and sha256 of its config and weight files."""
     listing = directory / "checksums.json"
     digest = hashlib.sha256()
     if listing.is_file():
         digest.update(listing.read_bytes())
     else:
         for path in sorted(directory.glob("*.json")) + sorted(directory.glob("*.safetensors")):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
+            digest.update(f"{path.name} {sha256_file(path)}\n".encode())  # streamed: never the whole file in RAM
     return digest.hexdigest()
 
 

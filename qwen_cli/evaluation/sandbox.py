@@ -173,7 +173,7 @@ def run_program(source: str, limits: Limits = Limits()) -> Outcome:
             proc = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=err, start_new_session=True)
             try:
-                code = proc.wait(timeout=limits.wall_s)
+                proc.wait(timeout=limits.wall_s)
                 timed_out = False
             except subprocess.TimeoutExpired:
                 timed_out = True
