@@ -52,8 +52,8 @@ class ChatSession:
         self.system = system
         self.history: list[Message] = []
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
-        window = window or model.config.max_position_embeddings
-        self.prompt_budget = max(window - max_new_tokens, window // 2)
+        self.window = window or model.config.max_position_embeddings
+        self.prompt_budget = max(self.window - max_new_tokens, self.window // 2)
 
     @property
     def messages(self) -> list[Message]:
@@ -83,9 +83,10 @@ class ChatSession:
         seed = None if self.seed is None else self.seed + len(self.history) // 2
         reason = "stop"
         try:
-            generate(self.model, [prompt], self.max_new_tokens, temperature=self.temperature, top_p=self.top_p,
+            budget = max(0, min(self.max_new_tokens, self.window - len(prompt)))  # never past the context window
+            generate(self.model, [prompt], budget, temperature=self.temperature, top_p=self.top_p,
                      stop_ids=self.template.stop_ids, seed=seed, on_token=on_token)
-            if len(tokens) >= self.max_new_tokens:
+            if len(tokens) >= budget:
                 reason = "length"
         except KeyboardInterrupt:
             reason = "interrupted"

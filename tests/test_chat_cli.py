@@ -108,3 +108,16 @@ def test_sigint_mid_reply_returns_to_the_prompt(ckpts, tmp_path):
     history = json.loads(saved.read_text())["messages"]
     assert [m["role"] for m in history] == ["system", "user", "assistant"]
     assert history[2]["content"].startswith(TEXT) and len(history[2]["content"]) < 50_000
+
+
+def test_reply_never_runs_past_the_context_window(ckpts):
+    import qwen_cli
+    from qwen_cli.chat import ChatSession
+
+    model, tokenizer = qwen_cli.load(ckpts[1])  # the model that never stops
+    window = 96
+    session = ChatSession(model, tokenizer, max_new_tokens=10 * window, window=window)
+    prompt = session.template.prompt([*session.messages, {"role": "user", "content": "go"}], session.prompt_budget)
+    reply = session.reply("go")
+    assert reply.finish_reason == "length"
+    assert len(prompt) + reply.tokens == window
