@@ -30,10 +30,11 @@ def read_sample(corpus: str, max_bytes: int, text_field: str, on_error: str) -> 
         data = doc.encode("utf-8", errors="replace")
         if len(data) > room:
             doc = data[:room].decode("utf-8", errors="ignore")
-        sample.append(doc)
-        total += len(doc.encode("utf-8", errors="replace"))
-        if total >= max_bytes:
+            if doc:
+                sample.append(doc)
             break
+        sample.append(doc)
+        total += len(data)
     if not sample:
         raise UserError(f"{corpus}: no text to measure")
     return sample

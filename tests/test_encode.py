@@ -121,3 +121,14 @@ def test_existing_output_needs_overwrite(tmp_path: Path, run_qwen) -> None:
 def test_missing_input_names_the_hub_syntax(tmp_path: Path, run_qwen) -> None:
     code, _, err = run_qwen("tokenize", "encode", "--input", "no_such_corpus", "--out", str(tmp_path / "o"))
     assert code == 2 and "no_such_corpus: no such file or directory" in err and "hf:NAME" in err
+
+
+def test_damaged_gzip_is_a_one_line_error(tmp_path: Path, run_qwen) -> None:
+    import gzip
+
+    data = gzip.compress(b"some text\n" * 1000)
+    (tmp_path / "broken.txt.gz").write_bytes(data[: len(data) // 2])
+    code, _, err = run_qwen("tokenize", "encode", "--input", str(tmp_path / "broken.txt.gz"),
+                            "--out", str(tmp_path / "out"))
+    assert code == 2 and "broken.txt.gz: cannot read" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -36,3 +36,10 @@ def test_stats_bad_tokenizer_is_one_line_error(tmp_path: Path, run_qwen) -> None
     code, _, err = run_qwen("tokenize", "stats", "--tokenizer", str(tmp_path / "nope"), "--corpus",
                          str(FIXTURES / "hamlet_excerpt.txt"))
     assert code == 2 and err.startswith("error:") and "nope" in err
+
+
+def test_stats_with_a_cut_inside_the_first_character(run_qwen) -> None:
+    # 2 bytes cannot hold one Chinese character (3 bytes): nothing to measure, said in one line
+    code, _, err = run_qwen("tokenize", "stats", "--tokenizer", "qwen", "--corpus", str(FIXTURES / "lunyu.jsonl"),
+                            "--max-bytes", "2")
+    assert code == 2 and "no text to measure" in err

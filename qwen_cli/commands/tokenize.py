@@ -110,7 +110,7 @@ def encode(
     text_field: TextField = "text",
     val_fraction: float = typer.Option(0.01, "--val-fraction", help="fraction of documents held out"),
     seed: int = typer.Option(0, "--seed", help="document shuffle seed"),
-    workers: int | None = typer.Option(None, "--workers", help="encoding processes (default: all cores)"),
+    workers: int | None = typer.Option(None, "--workers", help="encoding processes (default: all cores, at most 8)"),
     shard_tokens: int = typer.Option(1 << 26, "--shard-tokens", help="maximum tokens per shard file"),
     text_unit: TextUnit = "document",
     on_error: OnError = "error",

@@ -135,8 +135,6 @@ def _encode_all(batches: Iterator[list[str]], tok: Tokenizer, tokenizer_dir: Pat
 
 
 def _split_order(n_docs: int, val_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    if not 0 <= val_fraction < 1:
-        raise UserError(f"--val-fraction must be in [0, 1), not {val_fraction}")
     if n_docs == 0:
         raise UserError("no documents in the inputs (all empty or skipped)")
     n_val = 0
@@ -189,6 +187,8 @@ def encode_corpus(inputs: list[str], tokenizer: str, out: str | os.PathLike, *, 
     """
     if shard_tokens < 1:
         raise UserError(f"--shard-tokens must be positive, not {shard_tokens}")
+    if not 0 <= val_fraction < 1:  # checked before reading anything, not after encoding it all
+        raise UserError(f"--val-fraction must be in [0, 1), not {val_fraction}")
     tok = load_tokenizer(tokenizer)
     workers = max(1, workers if workers is not None else min(os.cpu_count() or 1, 8))
     stats = ReadStats()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -255,5 +256,5 @@ def iter_documents(inputs: list[str], stats: ReadStats, text_field: str = "text"
                 src.documents += 1
                 src.bytes += len(doc.encode("utf-8", errors="surrogatepass"))
                 yield doc
-        except OSError as exc:
-            raise UserError(f"{location}: cannot read ({exc.strerror or exc})") from None
+        except (OSError, EOFError, zlib.error) as exc:  # EOFError / zlib.error: a damaged .gz
+            raise UserError(f"{location}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
