@@ -1,4 +1,4 @@
-"""Decode throughput: ``qwen_cli.generate`` vs transformers' ``generate`` on the same weights.
+"""Decode throughput: ``qwen_cli.inference.generate`` vs transformers' ``generate`` on the same weights.
 
 The spine's benchmark config (hidden 512, 8 layers, 8 heads, FFN 1376, vocabulary 151,936,
 fp32, random weights), exported with ``save_model`` and loaded by ``AutoModelForCausalLM``.
@@ -18,7 +18,7 @@ import time
 import torch
 
 from qwen_cli.checkpoint import save_model
-from qwen_cli.generate import generate
+from qwen_cli.inference.generate import generate
 from qwen_cli.model import ModelConfig, QwenModel
 
 

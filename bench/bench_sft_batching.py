@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
-from qwen_cli.data.chat import ChatStats, ChatTemplate, encode_conversations, read_chat_jsonl
+from qwen_cli.data.chat_format import read_chat_jsonl
+from qwen_cli.data.chat_template import ChatStats, ChatTemplate, encode_conversations
 from qwen_cli.data.shards import BatchLayout
 from qwen_cli.model import ModelConfig, QwenModel
-from qwen_cli.stages.pretrain import causal_lm_loss
+from qwen_cli.stages.losses import causal_lm_loss
 from qwen_cli.stages.sft import ChatBatches
 from qwen_cli.tokenizer import Tokenizer, load_tokenizer
 

@@ -5,7 +5,7 @@ batch of random token ids, in one process; timed steps of the two models alterna
 median step time counts, so load from other processes hits both alike:
 
 * ``eager``: float32, no compilation. Ours: fused output-projection + cross-entropy
-  (``kernels.cross_entropy``), fused AdamW. Theirs: ``model(input_ids, labels=...)`` and
+  (``qwen_cli.kernels.cross_entropy``), fused AdamW. Theirs: ``model(input_ids, labels=...)`` and
   ``torch.optim.AdamW`` with its defaults.
 * ``compile``: torch.compile + fused AdamW for both, float32 (ours compiles each block).
 * ``best``: torch.compile + bf16 autocast + fused AdamW for both. On CPUs without native bf16
@@ -30,9 +30,9 @@ from contextlib import nullcontext
 
 import torch
 
-from kernels.cross_entropy import linear_cross_entropy
+from qwen_cli.kernels.cross_entropy import linear_cross_entropy
 from qwen_cli.model import ModelConfig, QwenModel
-from qwen_cli.trainer import measure_peak_flops
+from qwen_cli.train.mfu import measure_peak_flops
 
 CONFIG = ModelConfig(vocab_size=151936, hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1376,
                      max_position_embeddings=512)

@@ -185,6 +185,10 @@ class Recipe:
             return sections[name]
         raise AttributeError(f"recipe has no section {name!r}")
 
+    def with_section(self, name: str, section: Any) -> Recipe:
+        """A copy with section ``name`` replaced (the original is left as it was)."""
+        return Recipe({**self.sections, name: section}, self.source)
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict; ``None`` values (unset) are left out."""
         out = {}

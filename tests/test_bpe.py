@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen_cli.bpe import train_tokenizer
+from qwen_cli.tokenizer.bpe import train_tokenizer
 from qwen_cli.errors import UserError
 from qwen_cli.tokenizer import load_tokenizer
 
@@ -25,7 +25,7 @@ SAMPLES = [
 
 
 def _texts() -> list[str]:
-    from qwen_cli.data.sources import ReadStats, iter_documents
+    from qwen_cli.corpus import ReadStats, iter_documents
 
     return list(iter_documents(CORPUS, ReadStats()))
 
@@ -52,7 +52,7 @@ def test_scratch_vocabulary_works_and_splits_digits(scratch: Path) -> None:
 
 def test_scratch_ranks_reproduce_the_hf_trainer(scratch: Path) -> None:
     """Our tiktoken ranks give the same ids as the HF tokenizer that learned them."""
-    from qwen_cli.bpe import train_from_scratch
+    from qwen_cli.tokenizer.bpe import train_from_scratch
 
     tok = load_tokenizer(scratch)
     ranks = train_from_scratch(_texts(), 992)

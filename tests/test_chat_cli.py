@@ -112,7 +112,7 @@ def test_sigint_mid_reply_returns_to_the_prompt(ckpts, tmp_path):
 
 def test_reply_never_runs_past_the_context_window(ckpts):
     import qwen_cli
-    from qwen_cli.chat import ChatSession
+    from qwen_cli.inference.chat_session import ChatSession
 
     model, tokenizer = qwen_cli.load(ckpts[1])  # the model that never stops
     window = 96

@@ -7,18 +7,9 @@ import json
 import pytest
 import torch
 
-from qwen_cli.data.chat import (
-    IGNORE_INDEX,
-    ChatStats,
-    ChatTemplate,
-    Sample,
-    collate,
-    epoch_rows,
-    pack,
-    read_chat_jsonl,
-    targets_of,
-    to_messages,
-)
+from qwen_cli.data.chat_format import read_chat_jsonl, to_messages
+from qwen_cli.data.chat_template import ChatStats, ChatTemplate, Sample
+from qwen_cli.data.sft_packing import IGNORE_INDEX, collate, epoch_rows, pack, targets_of
 from qwen_cli.errors import UserError
 from qwen_cli.model import ModelConfig, QwenModel
 from qwen_cli.tokenizer import load_tokenizer

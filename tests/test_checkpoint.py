@@ -6,7 +6,8 @@ import os
 import pytest
 import torch
 
-from qwen_cli.checkpoint import CHECKSUM_FILE, INDEX_FILE, WEIGHTS_FILE, load_model, save_model
+from qwen_cli.checkpoint import load_model, save_model
+from qwen_cli.checkpoint.files import CHECKSUM_FILE, INDEX_FILE, WEIGHTS_FILE
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_dir
 from qwen_cli.model import ModelConfig, QwenModel

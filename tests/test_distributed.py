@@ -21,7 +21,7 @@ import torch
 from train_fixtures import ROOT, TINY_OVERRIDES, TINY_RECIPE, make_shards
 
 import qwen_cli
-from qwen_cli import train_state as ts
+from qwen_cli.checkpoint import train_state as ts
 
 pytestmark = pytest.mark.slow
 

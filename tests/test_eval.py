@@ -18,7 +18,7 @@ from qwen_cli.evaluation import scoring
 from qwen_cli.evaluation.lm_model import QwenLM
 from qwen_cli.evaluation.registry import DataUnavailable, resolve
 from qwen_cli.evaluation.runner import run_eval
-from qwen_cli.generate import generate
+from qwen_cli.inference.generate import generate
 from qwen_cli.model import ModelConfig, QwenModel
 from qwen_cli.tokenizer import load_tokenizer
 

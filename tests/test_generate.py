@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from qwen_cli.generate import filter_logits, generate
+from qwen_cli.inference.generate import filter_logits, generate
 from qwen_cli.model import ModelConfig, QwenModel
 
 PROMPTS = [[5, 17, 42, 8, 99, 3, 7], [11, 2], [200, 150, 100, 50], [1]]

@@ -13,10 +13,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from qwen_cli.checkpoint import load_model, read_hf_tensors
+from qwen_cli.checkpoint import load_model
+from qwen_cli.checkpoint.files import read_hf_tensors
 from qwen_cli.errors import UserError
-from qwen_cli.interop.convert import convert
-from qwen_cli.tokenizer import load_tokenizer, qwen_ranks_path
+from qwen_cli.checkpoint.convert import convert
+from qwen_cli.tokenizer import load_tokenizer
+from qwen_cli.tokenizer.vocabulary import qwen_ranks_path
 
 HIDDEN, HEADS, LAYERS, FFN, VOCAB, EPS, BASE = 32, 4, 2, 48, 151936, 1e-6, 10000.0
 QWEN1_CONFIG = {

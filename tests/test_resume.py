@@ -16,10 +16,10 @@ import torch
 from train_fixtures import ROOT, TINY_OVERRIDES, TINY_RECIPE, final_weights, tiny_recipe
 
 import qwen_cli
-from qwen_cli import train_state as ts
+from qwen_cli.checkpoint import train_state as ts
 from qwen_cli.errors import UserError
 from qwen_cli.stages.pretrain import PretrainStage
-from qwen_cli.trainer import run_stage
+from qwen_cli.train.trainer import run_stage
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

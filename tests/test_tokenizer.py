@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qwen_cli.errors import UserError
-from qwen_cli.tokenizer import Tokenizer, load_tokenizer, padded_size, qwen_ranks_path
+from qwen_cli.tokenizer import Tokenizer, load_tokenizer
+from qwen_cli.tokenizer.vocabulary import padded_size, qwen_ranks_path
 
 
 @pytest.fixture(scope="module")

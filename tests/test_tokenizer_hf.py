@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from qwen_cli.tokenizer import load_tokenizer
-from qwen_cli.tokenizer_hf import bytes_to_unicode, derive_merges
+from qwen_cli.tokenizer.hf_files import bytes_to_unicode, derive_merges
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tokenizer"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])

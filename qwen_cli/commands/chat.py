@@ -25,9 +25,9 @@ def chat(
     """
     from rich.console import Console
 
-    from qwen_cli.chat import ChatSession, piped_lines, read_messages, run_loop, terminal_lines
+    from qwen_cli.inference.chat_session import ChatSession, piped_lines, read_messages, run_loop, terminal_lines
     from qwen_cli.checkpoint import load
-    from qwen_cli.data.chat import DEFAULT_SYSTEM
+    from qwen_cli.data.chat_template import DEFAULT_SYSTEM
     from qwen_cli.errors import UserError
 
     if top_p <= 0:

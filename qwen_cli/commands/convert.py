@@ -39,7 +39,7 @@ def convert(
     """Convert a Qwen (v1), Qwen2-family or qwen_cli checkpoint into a qwen_cli / Hugging Face directory."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from qwen_cli.interop.convert import convert as run
+    from qwen_cli.checkpoint.convert import convert as run
 
     shard_bytes = parse_size(shard_size)
     progress = Progress(TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -20,7 +20,7 @@ def pretrain(
     SIGINT/SIGTERM that saved a checkpoint.
     """
     from qwen_cli.stages.pretrain import SECTIONS, PretrainStage
-    from qwen_cli.trainer import run_recipe
+    from qwen_cli.commands.training import run_recipe
 
     return run_recipe(PretrainStage, SECTIONS, recipe, overrides, out, resume, as_json)
 

@@ -21,7 +21,7 @@ def sft(
     resume and torchrun support as `qwen pretrain`.
     """
     from qwen_cli.stages.sft import SECTIONS, SFTStage
-    from qwen_cli.trainer import run_recipe
+    from qwen_cli.commands.training import run_recipe
 
     return run_recipe(SFTStage, SECTIONS, recipe, overrides, out, resume, as_json)
 

@@ -91,7 +91,7 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON"),
 ) -> None:
     """Learn a Qwen-style byte-level BPE vocabulary (digits split, Qwen specials) from a corpus."""
-    from qwen_cli.bpe import train_tokenizer
+    from qwen_cli.tokenizer.bpe import train_tokenizer
 
     with RichProgress(Console(stderr=True)) as progress:
         summary = train_tokenizer(corpus, vocab_size, out, base=base, text_field=text_field,
@@ -140,7 +140,7 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="print the table as JSON"),
 ) -> None:
     """Compression of several tokenizers on several corpora (the report's Figure 3)."""
-    from qwen_cli.tokenizer_stats import compression_table, plot_compression, render_table
+    from qwen_cli.tokenizer.stats import compression_table, plot_compression, render_table
 
     result = compression_table(tokenizers, corpora, max_bytes=max_bytes, text_field=text_field,
                                on_error=on_error)

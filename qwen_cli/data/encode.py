@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qwen_cli.data.sources import ReadStats, input_bytes, iter_documents
+from qwen_cli.corpus import ReadStats, input_bytes, iter_documents
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_dir
 from qwen_cli.tokenizer import Tokenizer, load_tokenizer

@@ -11,7 +11,7 @@
 * ``loglikelihood_rolling``: the document is cut into disjoint windows of at most ``max_length``
   tokens, each conditioned on the preceding tokens (lm-eval's rolling-window scheme); the windows
   are scored as ordinary log-likelihood requests and summed per document.
-* ``generate_until``: greedy (or sampled) decoding with ``qwen_cli.generate`` in batches; stop
+* ``generate_until``: greedy (or sampled) decoding with ``qwen_cli.inference.generate`` in batches; stop
   strings end a row and the text is cut at the first one.
 """
 
@@ -162,7 +162,7 @@ class QwenLM(TemplateLM):
 
     # ------------------------------------------------------------ generation
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        from qwen_cli.generate import generate
+        from qwen_cli.inference.generate import generate
 
         by_kwargs: dict[str, list[int]] = defaultdict(list)
         for index, req in enumerate(requests):

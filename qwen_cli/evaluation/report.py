@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from qwen_cli.checkpoint import sha256_file
+from qwen_cli.checkpoint.files import sha256_file
 
 REFERENCE_FILE = Path(__file__).with_name("reference_scores.json")
 

@@ -1,6 +1,13 @@
-"""Hugging Face interop: import released Qwen (v1) and Qwen2-family checkpoints, export ours.
+"""Checkpoint families: one adapter module per family, owning its tensor names and config mapping.
 
-``qwen_cli.interop.convert.convert`` is what ``qwen convert`` runs; ``qwen1`` and ``qwen2``
-describe each family's config and tensor layout; ``weights`` streams tensors between them;
-``hf_tokenizer`` reads a released Qwen2 ``tokenizer.json`` into our tokenizer.
+``qwen2`` is the layout of our own checkpoint directories (and of released Qwen2/Qwen2.5);
+``qwen1`` reads released Qwen (v1) directories. The contract every adapter meets is in
+:mod:`qwen_cli.interop.adapter`; ``qwen convert`` (``qwen_cli.checkpoint.convert``) picks one
+from :data:`FAMILIES`.
 """
+
+from qwen_cli.interop import qwen1, qwen2
+
+FAMILIES = {"qwen1": qwen1, "qwen2": qwen2}
+
+__all__ = ["FAMILIES", "qwen1", "qwen2"]

@@ -13,7 +13,8 @@ plus ``transformer.wte`` (embedding), ``transformer.ln_f`` (final norm) and an u
 Config keys: hidden_size, num_attention_heads, num_hidden_layers, intermediate_size (twice the
 FFN width), kv_channels (head dim), rotary_emb_base, rotary_pct, layer_norm_epsilon,
 seq_length, vocab_size, no_bias. The tokenizer is the directory's ``qwen.tiktoken``, which
-``qwen_cli.tokenizer.load_tokenizer`` reads directly.
+``qwen_cli.tokenizer.load_tokenizer`` reads directly. Import direction only: exporting to
+Qwen-1's layout would also need its remote modeling code, which transformers does not ship.
 
 Qwen-1's inference-time context extension (``use_dynamic_ntk``, ``use_logn_attn``) is not part
 of the weights: it only changes attention beyond ``seq_length`` tokens.
@@ -24,7 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qwen_cli.errors import UserError
-from qwen_cli.interop.weights import TensorRef
+from qwen_cli.interop.adapter import TensorRef
 from qwen_cli.model import ModelConfig
 
 MODEL_TYPE = "qwen"
@@ -90,6 +91,10 @@ def plan(config: ModelConfig) -> dict[str, TensorRef]:
     return out
 
 
-def ignorable(name: str) -> bool:
-    """Non-persistent rotary buffers some exports include."""
-    return name.endswith("rotary_emb.inv_freq")
+def ignorable(config: ModelConfig):
+    """Source tensors that may be present but are not needed: non-persistent rotary buffers."""
+
+    def check(name: str) -> bool:
+        return name.endswith("rotary_emb.inv_freq")
+
+    return check

@@ -1,22 +1,144 @@
-"""The Qwen2 family (Qwen2, Qwen2.5, and our own checkpoints): config checks, tensor plan, HF export files.
+"""The Qwen2 family adapter (Qwen2, Qwen2.5 and our own checkpoints): names and config, both directions.
 
-Our checkpoint directory already uses the Qwen2 layout, so importing a Qwen2 checkpoint or
-exporting ours maps every tensor to the tensor of the same name; what needs care is the config
-(grouped-query attention, tied embeddings, features our model does not implement) and, on
-export, the files transformers and vLLM read besides the weights (``generation_config.json``).
+A checkpoint directory written by qwen_cli *is* a transformers Qwen2 model directory:
+``config.json`` with ``model_type: qwen2`` and safetensors with Qwen2 parameter names. The
+model keeps fused projections for speed (``qkv_proj``, ``gate_up_proj``); they are split on
+the way out (:func:`to_hf_state_dict`) and concatenated on the way in (:func:`from_hf_state_dict`),
+which is exact (no arithmetic on the values). :func:`config_to_hf` / :func:`config_from_hf` map
+``ModelConfig`` to ``config.json`` and back; fields Qwen2's config has no key for are kept under
+``qwen_cli`` so a round trip is exact.
+
+As a conversion source (``qwen convert``) every tensor maps to the tensor of the same name
+(:func:`plan`); what needs care is the config (grouped-query attention, tied embeddings,
+features our model does not implement: :func:`model_config`) and, on export, the file
+transformers and vLLM read besides the weights (:func:`generation_config`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from qwen_cli.errors import UserError
-from qwen_cli.hf_format import config_from_hf
-from qwen_cli.interop.weights import TensorRef, expected_shapes
-from qwen_cli.model import ModelConfig
+from qwen_cli.interop.adapter import TensorRef
+from qwen_cli.model import ModelConfig, QwenModel
 
 MODEL_TYPE = "qwen2"
 GENERATION_CONFIG_FILE = "generation_config.json"
+HF_ARCHITECTURE = "Qwen2ForCausalLM"
+# Our fields that Qwen2's config.json has no key for; kept under this key so a round trip is exact.
+EXTRA_KEY = "qwen_cli"
+
+
+def to_hf_state_dict(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our state dict -> Hugging Face Qwen2 names (tensors are views; contiguous copies for saving)."""
+    hidden, kv_dim = config.hidden_size, config.num_kv_heads * config.head_dim
+    out: dict[str, torch.Tensor] = {"model.embed_tokens.weight": state["embed_tokens.weight"]}
+    for i in range(config.num_layers):
+        ours, theirs = f"layers.{i}.", f"model.layers.{i}."
+        for kind in ("weight", "bias"):
+            q, k, v = state[f"{ours}attn.qkv_proj.{kind}"].split((hidden, kv_dim, kv_dim), dim=0)
+            out[f"{theirs}self_attn.q_proj.{kind}"] = q
+            out[f"{theirs}self_attn.k_proj.{kind}"] = k
+            out[f"{theirs}self_attn.v_proj.{kind}"] = v
+        out[f"{theirs}self_attn.o_proj.weight"] = state[f"{ours}attn.o_proj.weight"]
+        gate, up = state[f"{ours}mlp.gate_up_proj.weight"].chunk(2, dim=0)
+        out[f"{theirs}mlp.gate_proj.weight"] = gate
+        out[f"{theirs}mlp.up_proj.weight"] = up
+        out[f"{theirs}mlp.down_proj.weight"] = state[f"{ours}mlp.down_proj.weight"]
+        out[f"{theirs}input_layernorm.weight"] = state[f"{ours}attn_norm.weight"]
+        out[f"{theirs}post_attention_layernorm.weight"] = state[f"{ours}mlp_norm.weight"]
+    out["model.norm.weight"] = state["norm.weight"]
+    if not config.tie_word_embeddings:
+        out["lm_head.weight"] = state["lm_head.weight"]
+    return {name: tensor.contiguous() for name, tensor in out.items()}
+
+
+def from_hf_state_dict(hf: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Hugging Face Qwen2 names -> our state dict. Raises KeyError naming a missing tensor."""
+
+    def take(name: str) -> torch.Tensor:
+        if name not in hf:
+            raise KeyError(name)
+        return hf[name]
+
+    state = {"embed_tokens.weight": take("model.embed_tokens.weight")}
+    for i in range(config.num_layers):
+        ours, theirs = f"layers.{i}.", f"model.layers.{i}."
+        for kind in ("weight", "bias"):
+            state[f"{ours}attn.qkv_proj.{kind}"] = torch.cat(
+                [take(f"{theirs}self_attn.{p}_proj.{kind}") for p in "qkv"], dim=0
+            )
+        state[f"{ours}attn.o_proj.weight"] = take(f"{theirs}self_attn.o_proj.weight")
+        state[f"{ours}mlp.gate_up_proj.weight"] = torch.cat(
+            [take(f"{theirs}mlp.gate_proj.weight"), take(f"{theirs}mlp.up_proj.weight")], dim=0
+        )
+        state[f"{ours}mlp.down_proj.weight"] = take(f"{theirs}mlp.down_proj.weight")
+        state[f"{ours}attn_norm.weight"] = take(f"{theirs}input_layernorm.weight")
+        state[f"{ours}mlp_norm.weight"] = take(f"{theirs}post_attention_layernorm.weight")
+    state["norm.weight"] = take("model.norm.weight")
+    state["lm_head.weight"] = state["embed_tokens.weight"] if config.tie_word_embeddings else take("lm_head.weight")
+    return state
+
+
+def config_to_hf(config: ModelConfig, dtype: torch.dtype, special_ids: dict[str, int] | None = None) -> dict:
+    """A transformers ``Qwen2Config`` dictionary for ``config.json``."""
+    special_ids = special_ids or {}
+    eos = special_ids.get("<|endoftext|>")
+    return {
+        "architectures": [HF_ARCHITECTURE],
+        "model_type": "qwen2",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "num_key_value_heads": config.num_kv_heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": config.max_position_embeddings,
+        "rope_theta": config.rope_theta,
+        "rms_norm_eps": config.rms_norm_eps,
+        "tie_word_embeddings": config.tie_word_embeddings,
+        "attention_dropout": config.dropout,
+        "initializer_range": config.init_std,
+        "use_sliding_window": False,
+        "use_cache": True,
+        "bos_token_id": eos,
+        "eos_token_id": eos,
+        "torch_dtype": str(dtype).removeprefix("torch."),
+        EXTRA_KEY: {"dropout": config.dropout, "attention_backend": config.attention_backend},
+    }
+
+
+def config_from_hf(hf: dict) -> ModelConfig:
+    """``ModelConfig`` from a Qwen2-family ``config.json`` (ours or a released one)."""
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    extra = hf.get(EXTRA_KEY, {})
+    return ModelConfig(
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["hidden_size"],
+        num_layers=hf["num_hidden_layers"],
+        num_heads=hf["num_attention_heads"],
+        num_kv_heads=hf.get("num_key_value_heads", hf["num_attention_heads"]),
+        intermediate_size=hf["intermediate_size"],
+        max_position_embeddings=hf.get("max_position_embeddings", 2048),
+        rope_theta=float(hf.get("rope_theta", rope.get("rope_theta", 10000.0))),
+        rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        dropout=float(extra.get("dropout", hf.get("attention_dropout", 0.0))),
+        init_std=float(hf.get("initializer_range", 0.02)),
+        attention_backend=extra.get("attention_backend", "auto"),
+    )
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Qwen2 tensor name -> shape for ``config`` (computed on the meta device, no memory)."""
+    with torch.device("meta"):
+        model = QwenModel(config)
+    return {name: tuple(t.shape) for name, t in to_hf_state_dict(model.state_dict(), config).items()}
+
+
 
 
 def model_config(hf: dict, path: Path) -> ModelConfig:

@@ -2,7 +2,7 @@
 
 Batches come from ``qwen_cli.data.shards`` (shuffled windows of ``data.seq_len + 1`` ids);
 the loss is the summed token cross-entropy through the fused output projection
-(``kernels.cross_entropy``), never materialising the full logits. The model is fresh (seeded
+(``qwen_cli.kernels.cross_entropy``), never materialising the full logits. The model is fresh (seeded
 by the trainer) or ``init.checkpoint``; an unset ``model.vocab_size`` is the shard tokenizer's
 padded vocabulary size. After the final save, a short greedy sample from ``[sample] prompt``
 is printed.
@@ -10,22 +10,22 @@ is printed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.markup import escape
 
-from kernels.cross_entropy import linear_cross_entropy
 from qwen_cli.checkpoint import load_model
 from qwen_cli.data.encode import TOKENIZER_DIR, read_manifest
 from qwen_cli.data.shards import BatchLayout, ShuffledBatches, TokenWindows, validation_batches
 from qwen_cli.errors import UserError
 from qwen_cli.model import QwenModel
 from qwen_cli.recipe import BASE_SECTIONS, Recipe
+from qwen_cli.stages.lm import LanguageModelStage
 from qwen_cli.tokenizer import load_tokenizer
-from qwen_cli.trainer import Stage
+from qwen_cli.train.stage import StageModel
 
 
 @dataclass
@@ -41,14 +41,7 @@ class SampleSection:
 SECTIONS: dict[str, type] = {**BASE_SECTIONS, "sample": SampleSection}
 
 
-def causal_lm_loss(model: QwenModel, batch: dict, chunk: int = 0):
-    """(summed cross-entropy over labels != -100, counted tokens, {}) — shared with SFT."""
-    hidden = model.hidden_states(batch["input_ids"], segment_ids=batch.get("segment_ids"))
-    loss, n = linear_cross_entropy(hidden, model.lm_head.weight, batch["labels"], chunk=chunk)
-    return loss, n, {}
-
-
-class PretrainStage(Stage):
+class PretrainStage(LanguageModelStage):
     """Language-model pretraining on a shard directory from ``qwen tokenize encode``."""
 
     name = "pretrain"
@@ -70,22 +63,22 @@ class PretrainStage(Stage):
     def seq_len(self) -> int:
         return self.recipe.data.seq_len
 
-    def build_model(self) -> QwenModel:
+    def build_model(self) -> StageModel:
         init = self.recipe.init.checkpoint
         if init:
             model = load_model(init).train()
-            self.model_config = model.config
+            config = model.config
         else:
-            self.model_config = self.recipe.model.to_config(vocab_size=self.tokenizer.padded_vocab_size)
-            model = QwenModel(self.model_config)
-        if self.model_config.vocab_size < self.tokenizer.vocab_size:
-            raise UserError(f"{self.recipe.source}: model.vocab_size = {self.model_config.vocab_size} is smaller than "
+            config = self.recipe.model.to_config(vocab_size=self.tokenizer.padded_vocab_size)
+            model = QwenModel(config)
+        if config.vocab_size < self.tokenizer.vocab_size:
+            raise UserError(f"{self.recipe.source}: model.vocab_size = {config.vocab_size} is smaller than "
                             f"the tokenizer's {self.tokenizer.vocab_size} tokens")
-        if self.seq_len > self.model_config.max_position_embeddings:
+        if self.seq_len > config.max_position_embeddings:
             raise UserError(f"{self.recipe.source}: data.seq_len = {self.seq_len} exceeds "
-                            f"model.max_position_embeddings = {self.model_config.max_position_embeddings}")
-        self.recipe.model.vocab_size = self.model_config.vocab_size  # the saved recipe is fully resolved
-        return model
+                            f"model.max_position_embeddings = {config.max_position_embeddings}")
+        resolved = self.recipe.with_section("model", replace(self.recipe.model, vocab_size=config.vocab_size))
+        return StageModel(model, config, resolved)
 
     def train_batches(self, layout: BatchLayout) -> ShuffledBatches:
         return ShuffledBatches(self.train_windows, layout, self.recipe.train.seed)
@@ -93,14 +86,11 @@ class PretrainStage(Stage):
     def val_batches(self, layout: BatchLayout) -> list:
         return validation_batches(self.val_windows, layout, self.recipe.train.val_batches)
 
-    def loss(self, model: QwenModel, batch: dict):
-        return causal_lm_loss(model, batch, self.recipe.train.loss_chunk_tokens)
-
     def finish(self, final_dir: Path, console: Console) -> None:
         sample = self.recipe.sample
         if sample.max_new_tokens <= 0:
             return
-        from qwen_cli.generate import generate
+        from qwen_cli.inference.generate import generate
 
         model = load_model(final_dir)
         prompt = self.tokenizer.encode(sample.prompt)

@@ -1,7 +1,7 @@
 """Supervised fine-tuning on ChatML conversations (report §3.1): loss only on assistant replies.
 
 The model and tokenizer come from ``init.checkpoint`` (a pretrained model directory). Data is a
-JSONL file of conversations in any shape :mod:`qwen_cli.data.chat` reads; every conversation
+JSONL file of conversations in any shape :mod:`qwen_cli.data.chat_format` reads; every conversation
 is rendered, masked and truncated once at start-up, then each epoch is shuffled (seeded) and
 laid out as rows of ``data.seq_len`` tokens: ``batching = "pack"`` (several conversations
 per row, separated by ``segment_ids``) or ``"pad"`` (one per row, right-padded to the longest
@@ -24,25 +24,17 @@ from rich.markup import escape
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from qwen_cli import lora
 from qwen_cli.checkpoint import load_model
-from qwen_cli.data.chat import (
-    DEFAULT_SYSTEM,
-    ChatStats,
-    ChatTemplate,
-    Sample,
-    collate,
-    encode_conversations,
-    epoch_rows,
-    read_chat_jsonl,
-)
+from qwen_cli.data.chat_format import read_chat_jsonl
+from qwen_cli.data.chat_template import DEFAULT_SYSTEM, ChatStats, ChatTemplate, Sample, encode_conversations
+from qwen_cli.data.sft_packing import collate, epoch_rows
 from qwen_cli.data.shards import BatchLayout, ResumableBatches
 from qwen_cli.errors import UserError
-from qwen_cli.model import QwenModel
+from qwen_cli.model import ModelConfig, QwenModel, lora
 from qwen_cli.recipe import BASE_SECTIONS, ModelSection, Recipe
-from qwen_cli.stages.pretrain import causal_lm_loss
+from qwen_cli.stages.lm import LanguageModelStage
 from qwen_cli.tokenizer import load_tokenizer
-from qwen_cli.trainer import Stage
+from qwen_cli.train.stage import StageModel
 
 ADAPTER_FILE = "lora_adapter.safetensors"
 
@@ -127,7 +119,7 @@ def micro_batch(samples: list[Sample], rows: list[list[int]], mode: str) -> dict
     return collate(samples, rows, width, segments=mode == "pack")
 
 
-class SFTStage(Stage):
+class SFTStage(LanguageModelStage):
     """Chat fine-tuning from a pretrained checkpoint."""
 
     name = "sft"
@@ -166,9 +158,8 @@ class SFTStage(Stage):
     def seq_len(self) -> int:
         return self.recipe.data.seq_len
 
-    def build_model(self) -> nn.Module:
+    def build_model(self) -> StageModel:
         model = load_model(self.recipe.init.checkpoint).train()
-        self.model_config = model.config
         if self.tokenizer.vocab_size > model.config.vocab_size:
             raise UserError(f"{self.recipe.init.checkpoint}: tokenizer has {self.tokenizer.vocab_size} tokens, "
                             f"the model only {model.config.vocab_size} embedding rows")
@@ -182,7 +173,7 @@ class SFTStage(Stage):
                 lora.apply_lora(model, cfg.rank, cfg.alpha, cfg.dropout, cfg.targets)
             except ValueError as exc:
                 raise UserError(f"{self.recipe.source}: [lora] {exc}") from None
-        return model
+        return StageModel(model, model.config, self.recipe)
 
     def train_batches(self, layout: BatchLayout) -> ChatBatches:
         if layout.rank == 0:
@@ -205,28 +196,26 @@ class SFTStage(Stage):
             batches.append(micro_batch(self.val_samples, rows[first : first + b], d.batching))
         return batches
 
-    def loss(self, model: QwenModel, batch: dict):
-        return causal_lm_loss(model, batch, self.recipe.train.loss_chunk_tokens)
-
-    def write_model(self, directory: Path, state: dict[str, torch.Tensor], recipe_text: str) -> None:
+    def write_model(self, directory: Path, state: dict[str, torch.Tensor], config: ModelConfig,
+                    recipe_text: str) -> None:
         """Plain Qwen2 weights (LoRA merged) plus, with LoRA, the adapters for exact resume."""
         if self.recipe.lora.rank:
             save_file(lora.adapter_state(state), directory / ADAPTER_FILE)
             state = lora.merge_state(state, self.recipe.lora.alpha / self.recipe.lora.rank)
-        super().write_model(directory, state, recipe_text)
+        super().write_model(directory, state, config, recipe_text)
 
-    def read_model_state(self, directory: Path) -> dict[str, torch.Tensor]:
+    def read_model_state(self, directory: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
         """With LoRA: the frozen base weights of ``init.checkpoint`` plus the saved adapters."""
         if not self.recipe.lora.rank:
-            return super().read_model_state(directory)
-        base = super().read_model_state(Path(self.recipe.init.checkpoint))
+            return super().read_model_state(directory, config)
+        base = super().read_model_state(Path(self.recipe.init.checkpoint), config)
         return lora.unmerged_state(base, load_file(directory / ADAPTER_FILE))
 
     def finish(self, final_dir: Path, console: Console) -> None:
         sample = self.recipe.sample
         if sample.max_new_tokens <= 0:
             return
-        from qwen_cli.generate import generate
+        from qwen_cli.inference.generate import generate
 
         model = load_model(final_dir)
         prompt = self.template.prompt([{"role": "user", "content": sample.prompt}])

@@ -1,6 +1,6 @@
 """Compression of tokenizers on corpora (``qwen tokenize stats``), the report's Figure 3 for your data.
 
-For each corpus (a file or directory, read with :mod:`qwen_cli.data.sources` up to
+For each corpus (a file or directory, read with :mod:`qwen_cli.corpus` up to
 ``max_bytes`` of NFC text) and each tokenizer: UTF-8 bytes, characters, tokens, bytes per
 token (higher compresses better) and tokens per character, plus the token count relative to
 the first tokenizer given. Results come as a table, JSON, or a PNG bar chart.
@@ -15,10 +15,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from qwen_cli.data.sources import ReadStats, iter_documents
+from qwen_cli.corpus import ReadStats, iter_documents
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_file
-from qwen_cli.tokenizer import load_tokenizer
+from qwen_cli.tokenizer.core import load_tokenizer
 
 
 def read_sample(corpus: str, max_bytes: int, text_field: str, on_error: str) -> list[str]:

@@ -1,7 +1,7 @@
 """Multi-process training under ``torchrun``: process group, FSDP2 sharding, full state dicts.
 
 The model never knows it is distributed (principle 2): :func:`shard` wraps it from outside
-with FSDP2 (``fully_shard`` on every transformer block, then on the root), gloo on CPU and
+with FSDP2 (``fully_shard`` on every block the stage names, then on the root), gloo on CPU and
 NCCL on GPU. Checkpoints hold *full* (gathered, CPU) state dicts keyed by parameter name, so
 a checkpoint written by N processes loads in one and vice versa. Without ``torchrun`` (no
 ``WORLD_SIZE`` in the environment) everything here degrades to the single-process case.
@@ -77,15 +77,14 @@ def shutdown(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def shard(module: nn.Module, block_type: type[nn.Module], info: DistInfo, reshard_after_forward: bool) -> nn.Module:
-    """FSDP2: shard each ``block_type`` submodule, then the root (embeddings, norm, output)."""
+def shard(module: nn.Module, blocks: list[nn.Module], info: DistInfo, reshard_after_forward: bool) -> nn.Module:
+    """FSDP2: shard each of ``blocks`` (submodules of ``module``), then the root (embeddings, norm, output)."""
     if not info.enabled:
         return module
     from torch.distributed.fsdp import fully_shard
 
-    for sub in module.modules():
-        if isinstance(sub, block_type):
-            fully_shard(sub, reshard_after_forward=reshard_after_forward)
+    for block in blocks:
+        fully_shard(block, reshard_after_forward=reshard_after_forward)
     fully_shard(module, reshard_after_forward=reshard_after_forward)
     return module
 

@@ -1,6 +1,6 @@
 """The chat loop behind ``qwen chat``: a session with history, streamed replies and slash commands.
 
-A :class:`ChatSession` keeps the conversation, renders it with :class:`~qwen_cli.data.chat.ChatTemplate`
+A :class:`ChatSession` keeps the conversation, renders it with :class:`~qwen_cli.data.chat_template.ChatTemplate`
 within a token window (the oldest exchanges are left out first, as Qwen's ``make_context``
 does; the window is the model's ``max_position_embeddings``, leaving room for the reply) and
 streams the reply through the tokenizer's stream decoder, so a multi-byte character is never
@@ -26,10 +26,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from qwen_cli.data.chat import DEFAULT_SYSTEM, ChatTemplate, Message, validate
+from qwen_cli.data.chat_format import Message, validate
+from qwen_cli.data.chat_template import DEFAULT_SYSTEM, ChatTemplate
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_file
-from qwen_cli.generate import generate
+from qwen_cli.inference.generate import generate
 
 COMMANDS = "/reset  /system TEXT  /save FILE  /exit"
 

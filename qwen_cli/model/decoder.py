@@ -1,4 +1,4 @@
-"""The Qwen decoder in one file: config, RMSNorm, rotary embedding, attention, SwiGLU MLP, KV cache.
+"""The Qwen decoder: RMSNorm, attention, SwiGLU MLP, blocks and the causal LM.
 
 Architecture (Qwen technical report §2.2, Qwen's released code):
   * untied input embedding and output projection (``tie_word_embeddings`` exists for Qwen2
@@ -8,7 +8,7 @@ Architecture (Qwen technical report §2.2, Qwen's released code):
   * pre-norm RMSNorm (eps 1e-6) before attention and MLP, and once more before the output;
   * SwiGLU MLP: ``down(silu(gate(x)) * up(x))`` with FFN width ≈ 8/3 of hidden.
 
-Parameters are stored fused (``qkv_proj``, ``gate_up_proj``) for speed; ``qwen_cli.hf_format``
+Parameters are stored fused (``qkv_proj``, ``gate_up_proj``) for speed; ``qwen_cli.interop.qwen2``
 maps them to and from the Hugging Face Qwen2 names, so checkpoints load in transformers.
 
 Initialisation: every Linear and the embedding ~ N(0, init_std); the two projections that
@@ -21,70 +21,16 @@ This file holds no parallelism, logging or I/O: those wrap the model from outsid
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.attention import attention
-
-PRESETS: dict[str, dict] = {
-    # hidden / heads / layers from the report's Table 1; FFN widths from the released configs
-    "qwen-1.8b": dict(hidden_size=2048, num_heads=16, num_layers=24, intermediate_size=5504),
-    "qwen-7b": dict(hidden_size=4096, num_heads=32, num_layers=32, intermediate_size=11008),
-    "qwen-14b": dict(hidden_size=5120, num_heads=40, num_layers=40, intermediate_size=13696, vocab_size=152064),
-}
-
-
-@dataclass
-class ModelConfig:
-    """Shape and numerics of a Qwen model (defaults: the official vocabulary, Qwen-7B-like numerics)."""
-
-    vocab_size: int = 151936
-    hidden_size: int = 512
-    num_layers: int = 8
-    num_heads: int = 8
-    num_kv_heads: int | None = None  # None = num_heads (Qwen v1); fewer = grouped-query (Qwen2)
-    intermediate_size: int = 1376
-    max_position_embeddings: int = 2048
-    rope_theta: float = 10000.0
-    rms_norm_eps: float = 1e-6
-    tie_word_embeddings: bool = False
-    dropout: float = 0.0
-    init_std: float = 0.02
-    attention_backend: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.num_kv_heads is None:
-            self.num_kv_heads = self.num_heads
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}")
-        if self.head_dim % 2:
-            raise ValueError(f"head dimension {self.head_dim} must be even for rotary embedding")
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> ModelConfig:
-        if name not in PRESETS:
-            raise KeyError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise KeyError(f"unknown model config keys: {', '.join(unknown)}")
-        return cls(**data)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from qwen_cli.kernels.attention import attention
+from qwen_cli.model.config import ModelConfig
+from qwen_cli.model.kv_cache import KVCache
+from qwen_cli.model.masks import build_mask, segment_positions
+from qwen_cli.model.rope import apply_rotary, rotary_cos_sin, rotary_inv_freq
 
 
 class RMSNorm(nn.Module):
@@ -98,53 +44,6 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
         return self.weight * normed.to(x.dtype)
-
-
-def rotary_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
-    """Inverse frequencies θ^(-2i/d), always fp32 (bf16 frequencies lose long-range positions)."""
-    return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
-
-
-def rotary_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor, dtype: torch.dtype):
-    """cos/sin tables [B, 1, T, D] for the given positions, computed in fp32."""
-    angles = position_ids[..., None].float() * inv_freq.to(position_ids.device)
-    angles = torch.cat((angles, angles), dim=-1)[:, None]
-    return angles.cos().to(dtype), angles.sin().to(dtype)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
-
-
-class KVCache:
-    """Preallocated keys/values for incremental decoding: [layers][B, Hkv, max_len, D].
-
-    ``length`` counts the positions already written; all sequences of a batch share it
-    (left-pad prompts of different lengths and pass an ``attention_mask``).
-    """
-
-    def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device=None, dtype=None) -> None:
-        shape = (batch_size, config.num_kv_heads, max_len, config.head_dim)
-        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)]
-        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)]
-        self.length = 0
-        self.max_len = max_len
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """Write new k/v after the current length; return all keys/values so far."""
-        end = self.length + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache full: {end} positions requested, capacity {self.max_len}")
-        self.keys[layer][:, :, self.length : end] = k
-        self.values[layer][:, :, self.length : end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Keep only (or repeat) the batch rows in ``index``."""
-        self.keys = [k.index_select(0, index) for k in self.keys]
-        self.values = [v.index_select(0, index) for v in self.values]
 
 
 class Attention(nn.Module):
@@ -194,36 +93,6 @@ class Block(nn.Module):
     def forward(self, x, cos, sin, mask, causal, cache):
         x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, causal, cache))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
-
-
-def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:
-    """Positions that restart at 0 wherever the segment id changes along the sequence."""
-    t = segment_ids.shape[1]
-    idx = torch.arange(t, device=segment_ids.device).expand_as(segment_ids)
-    starts = torch.ones_like(segment_ids, dtype=torch.bool)
-    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
-    start_idx = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values
-    return idx - start_idx
-
-
-def build_mask(t: int, past: int, attention_mask, segment_ids, device) -> torch.Tensor | None:
-    """Boolean [B|1, 1, T, past+T] mask (True = may attend), or None for plain causal attention.
-
-    With a cache the mask is always built: torch's CPU SDPA picks a kernel ~100x slower for a
-    one-token query when no mask is given.
-    """
-    if attention_mask is None and segment_ids is None and past == 0:
-        return None
-    s = past + t
-    q_pos = torch.arange(past, s, device=device)[:, None]
-    mask = (torch.arange(s, device=device)[None, :] <= q_pos)[None, None]
-    if attention_mask is not None:
-        mask = mask & attention_mask.bool()[:, None, None, :s]
-    if segment_ids is not None:
-        if past:
-            raise ValueError("segment_ids cannot be combined with a KV cache")
-        mask = mask & (segment_ids[:, None, :, None] == segment_ids[:, None, None, :])
-    return mask
 
 
 class QwenModel(nn.Module):

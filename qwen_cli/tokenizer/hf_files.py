@@ -1,4 +1,4 @@
-"""Hugging Face tokenizer files for a :class:`qwen_cli.tokenizer.Tokenizer`.
+"""Hugging Face tokenizer files, both directions: written for our tokenizer, read from any Qwen-style one.
 
 tiktoken ranks are over raw bytes; Hugging Face byte-level BPE spells each byte as a
 printable character (GPT-2's bytes-to-unicode map) and needs an explicit merge list. The
@@ -8,16 +8,28 @@ reproduces tiktoken's choices. Files written: ``vocab.json``, ``merges.txt``,
 ``tokenizer.json`` (fast tokenizer, NFC + the same split pattern + byte level) and
 ``tokenizer_config.json`` (``Qwen2Tokenizer`` when the pattern is Qwen's, eos = pad =
 ``<|endoftext|>`` like Qwen2 base models, and a ChatML ``chat_template``).
+
+Reading (:func:`read_hf_vocabulary`) takes a released Qwen2-family directory: ``tokenizer.json``
+when present (its split pattern and NFC setting are used; ``<|endoftext|>``, ``<|im_start|>``,
+``<|im_end|>`` must follow the BPE tokens, and merges must come in increasing id order, so a
+token's id *is* its tiktoken rank — checked, never assumed), else a bare ``vocab.json`` (Qwen's
+pattern and specials assumed). Later special tokens (Qwen2.5's tool and vision markers) keep
+their ids and are named ``<|extra_N|>`` by our tokenizer.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qwen_cli.errors import UserError
+from qwen_cli.tokenizer.vocabulary import ENDOFTEXT, IM_END, IM_START, QWEN_PATTERN, SPECIAL_TOKENS
+
 if TYPE_CHECKING:
-    from qwen_cli.tokenizer import Tokenizer
+    from qwen_cli.tokenizer.core import Tokenizer
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -109,8 +121,6 @@ def tokenizer_json(tok: Tokenizer, vocab: dict[str, int], merges: list[list[str]
 
 def tokenizer_config(tok: Tokenizer) -> dict:
     """``tokenizer_config.json``: class, special tokens and the ChatML chat template."""
-    from qwen_cli.tokenizer import ENDOFTEXT, IM_END, IM_START, QWEN_PATTERN
-
     return {
         "tokenizer_class": "Qwen2Tokenizer" if tok.pattern == QWEN_PATTERN else "PreTrainedTokenizerFast",
         "model_max_length": MODEL_MAX_LENGTH,
@@ -144,3 +154,93 @@ def hf_files(tok: Tokenizer) -> dict[str, bytes]:
         "tokenizer.json": json.dumps(tokenizer_json(tok, vocab, merges), ensure_ascii=False).encode(),
         "tokenizer_config.json": dump(tokenizer_config(tok)),
     }
+
+
+TOKENIZER_JSON = "tokenizer.json"
+VOCAB_JSON = "vocab.json"
+
+
+@dataclass
+class HFVocabulary:
+    """What a Hugging Face tokenizer directory says about a byte-level BPE: ranks, split pattern, NFC."""
+
+    ranks: dict[bytes, int]
+    pattern: str = QWEN_PATTERN
+    nfc: bool = True
+
+
+def has_hf_vocabulary(directory: Path) -> bool:
+    return (directory / TOKENIZER_JSON).is_file() or (directory / VOCAB_JSON).is_file()
+
+
+def _ranks_from_vocab(vocab: dict, path: Path) -> dict[bytes, int]:
+    """GPT-2 byte-level spellings -> bytes; ids must be unique and contiguous from 0."""
+    to_byte = {char: byte for byte, char in bytes_to_unicode().items()}
+    try:
+        ranks = {bytes(to_byte[c] for c in token): int(rank) for token, rank in vocab.items()}
+    except KeyError as exc:
+        raise UserError(f"{path}: token with non byte-level character {exc.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{path}: not a byte-level BPE vocabulary ({exc})") from None
+    if sorted(ranks.values()) != list(range(len(ranks))):
+        raise UserError(f"{path}: vocabulary ids are not unique and contiguous from 0")
+    return ranks
+
+
+def _split_pattern(pre_tokenizer: dict | None) -> str | None:
+    """The regex of the first ``Split`` pre-tokenizer, if any."""
+    if not pre_tokenizer:
+        return None
+    for item in pre_tokenizer.get("pretokenizers", [pre_tokenizer]):
+        if item.get("type") == "Split":
+            return item.get("pattern", {}).get("Regex")
+    return None
+
+
+def _merge_pair(merge) -> tuple[str, str]:
+    return tuple(merge.split(" ", 1)) if isinstance(merge, str) else tuple(merge)
+
+
+def _read_tokenizer_json(path: Path) -> HFVocabulary:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        model = data["model"]
+        vocab, merges = model["vocab"], model.get("merges", [])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not a Hugging Face tokenizer file ({exc})") from None
+    if model.get("type") != "BPE":
+        raise UserError(f"{path}: tokenizer model {model.get('type')!r} is not byte-level BPE")
+    ranks = _ranks_from_vocab(vocab, path)
+    previous = -1
+    for merge in merges:
+        left, right = _merge_pair(merge)
+        rank = vocab.get(left + right)
+        if rank is None or rank <= previous:
+            raise UserError(f"{path}: merge {left!r} {right!r} is out of id order; "
+                            "the vocabulary cannot be read as tiktoken ranks")
+        previous = rank
+    specials = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
+    for offset, name in enumerate(SPECIAL_TOKENS[:3]):
+        if specials.get(name) != len(ranks) + offset:
+            raise UserError(f"{path}: special token {name} is not id {len(ranks) + offset} "
+                            f"(found {specials.get(name)}); not a Qwen vocabulary")
+    nfc = (data.get("normalizer") or {}).get("type") == "NFC"
+    return HFVocabulary(ranks, _split_pattern(data.get("pre_tokenizer")) or QWEN_PATTERN, nfc)
+
+
+def read_hf_vocabulary(directory: Path) -> HFVocabulary:
+    """The vocabulary of ``directory``'s ``tokenizer.json`` (preferred) or ``vocab.json``; UserError
+    naming the file when it is not a Qwen-style byte-level BPE."""
+    path = directory / TOKENIZER_JSON
+    if path.is_file():
+        return _read_tokenizer_json(path)
+    path = directory / VOCAB_JSON
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{directory}: no tokenizer ({TOKENIZER_JSON} or {VOCAB_JSON})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a byte-level BPE vocab.json ({exc})") from None
+    if not isinstance(vocab, dict):
+        raise UserError(f"{path}: not a byte-level BPE vocab.json (not a JSON object)")
+    return HFVocabulary(_ranks_from_vocab(vocab, path))

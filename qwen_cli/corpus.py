@@ -1,5 +1,8 @@
 """Corpus sources: turn user inputs (files, directories, Hugging Face dataset names) into documents.
 
+A utility below both the tokenizer (``qwen tokenize train`` / ``stats`` read corpora) and ``data/``
+(``qwen tokenize encode`` writes shards from them), so neither package imports the other for it.
+
 Input kinds, chosen by file suffix (``.gz`` allowed for text and JSONL):
 
 - text (``.txt``, ``.md``, ``.py``, … or any explicitly named file of unknown suffix): one

@@ -1,0 +1,118 @@
+"""Model checkpoint directories: safetensors weights + config + tokenizer + recipe, written atomically.
+
+Layout (a Hugging Face Qwen2 model directory, so transformers/vLLM/lm-eval read it as is):
+
+    config.json                      Qwen2Config (+ a ``qwen_cli`` key with our extra fields)
+    model.safetensors                weights with Qwen2 names; above ``shard_bytes`` they are split
+                                     into model-0000N-of-0000M.safetensors + model.safetensors.index.json
+    qwen_tokenizer.json, *.tiktoken  our tokenizer format; vocab.json, merges.txt,
+                                     tokenizer_config.json for transformers
+    recipe.toml                      the resolved recipe that produced the weights (when trained)
+    checksums.json                   sha256 of every file above; verified on load
+
+Training state for exact resume lives beside these files (``qwen_cli.checkpoint.train_state``);
+file names, checksums and shards are in ``qwen_cli.checkpoint.files``, the Qwen2 naming in
+``qwen_cli.interop.qwen2``.
+Only safetensors and JSON are ever read back: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from qwen_cli.checkpoint.files import (
+    CONFIG_FILE,
+    DEFAULT_SHARD_BYTES,
+    RECIPE_FILE,
+    read_hf_tensors,
+    verify_checksums,
+    write_checksums,
+    write_weights,
+)
+from qwen_cli.errors import UserError
+from qwen_cli.fsutil import atomic_dir
+from qwen_cli.interop.qwen2 import config_from_hf, config_to_hf, from_hf_state_dict, to_hf_state_dict
+from qwen_cli.model import ModelConfig, QwenModel
+from qwen_cli.model.rope import rotary_inv_freq
+from qwen_cli.tokenizer import load_tokenizer
+
+
+def write_model_files(
+    directory: Path,
+    model: QwenModel,
+    tokenizer=None,
+    recipe_text: str | None = None,
+    shard_bytes: int = DEFAULT_SHARD_BYTES,
+) -> None:
+    """Write config, weights, tokenizer and recipe into an existing (temporary) directory."""
+    directory = Path(directory)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    dtype = next(iter(state.values())).dtype
+    special_ids = tokenizer.special_ids if tokenizer is not None else None
+    hf_config = config_to_hf(model.config, dtype, special_ids)
+    (directory / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2))
+    write_weights(directory, to_hf_state_dict(state, model.config), shard_bytes)
+    if tokenizer is not None:
+        tokenizer.save(directory)
+    if recipe_text is not None:
+        (directory / RECIPE_FILE).write_text(recipe_text)
+
+
+def save_model(target, model: QwenModel, tokenizer=None, recipe_text: str | None = None,
+               shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
+    """Atomically write a complete model directory at ``target`` (replacing any previous one)."""
+    with atomic_dir(target) as tmp:
+        write_model_files(tmp, model, tokenizer, recipe_text, shard_bytes)
+        write_checksums(tmp)
+    return Path(target)
+
+
+def read_config(directory: Path) -> ModelConfig:
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{directory}: not a checkpoint directory (no {CONFIG_FILE})")
+    try:
+        hf = json.loads(path.read_text())
+        return config_from_hf(hf)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: invalid model config ({exc})") from None
+
+
+def read_model_state(directory: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Our-named model state dict of a checkpoint (weights only; checksums verified by the caller)."""
+    try:
+        return from_hf_state_dict(read_hf_tensors(directory), config)
+    except KeyError as exc:
+        raise UserError(f"{directory}: tensor {exc.args[0]} missing from the weights") from None
+
+
+def load_model(directory, device="cpu", dtype: torch.dtype | None = None, verify: bool = True) -> QwenModel:
+    """Build a QwenModel from a checkpoint directory (ours or any Qwen2-layout one)."""
+    directory = Path(directory)
+    config = read_config(directory)
+    if verify:
+        verify_checksums(directory)
+    state = read_model_state(directory, config)
+    with torch.device("meta"):
+        model = QwenModel(config)
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise UserError(f"{directory}: weights do not match {CONFIG_FILE}: {first}") from None
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight
+    model.inv_freq = rotary_inv_freq(config.head_dim, config.rope_theta)  # was built on meta
+    model = model.to(device=device)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.eval()
+
+
+def load(directory, device="cpu", dtype: torch.dtype | None = None):
+    """``(model, tokenizer)`` from a checkpoint directory."""
+    model = load_model(directory, device=device, dtype=dtype)
+    return model, load_tokenizer(str(directory))
