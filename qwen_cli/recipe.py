@@ -81,10 +81,24 @@ class ModelSection:
 
 
 @dataclass
-class DataSection:
-    """Token shards written by ``qwen tokenize encode`` and the training sequence length."""
+class WeightedShards:
+    """One source of a data mixture: a shard directory and its share of the training sequences."""
 
     shards: str = ""
+    weight: float = 1.0
+
+
+@dataclass
+class DataSection:
+    """Token shards written by ``qwen tokenize encode`` and the training sequence length.
+
+    Either one directory (``shards = "DIR"``) or a mixture: ``sources = [{shards = "code",
+    weight = 0.7}, {shards = "text", weight = 0.3}]`` draws sequences from each in proportion to
+    the weights (see ``qwen_cli.data.shards.MixedBatches``).
+    """
+
+    shards: str = ""
+    sources: list[WeightedShards] = field(default_factory=list)
     seq_len: int = 2048
 
 
@@ -221,6 +235,8 @@ def toml_value(value: Any) -> str:
         return f'"{escaped}"'
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{key} = {toml_value(v)}" for key, v in value.items()) + " }"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
@@ -237,12 +253,20 @@ def _type_name(tp: Any) -> str:
         return " | ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
     if origin is list:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "{" + ", ".join(f"{f.name} = {_type_name(typing.get_type_hints(tp)[f.name])}" for f in fields(tp)) + "}"
     return getattr(tp, "__name__", str(tp))
 
 
 def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
-    """(ok, value converted to ``tp``); ints are accepted where floats are expected."""
+    """(ok, value converted to ``tp``); ints are accepted where floats are expected.
+
+    A dataclass type takes a table with only its own keys (each coerced); the value is then
+    the dataclass, or the first offending key's message when it does not fit.
+    """
     origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _coerce_table(value, tp)
     if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(tp):
             if arg is not type(None):
@@ -267,6 +291,20 @@ def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
     if tp is dict:
         return isinstance(value, dict), value
     return isinstance(value, tp), value
+
+
+def _coerce_table(value: Any, cls: type) -> tuple[bool, Any]:
+    if not isinstance(value, dict):
+        return False, value
+    hints, known = typing.get_type_hints(cls), {f.name for f in fields(cls)}
+    kwargs = {}
+    for key, item in value.items():
+        if key not in known:
+            return False, value
+        ok, kwargs[key] = _coerce(item, hints[key])
+        if not ok:
+            return False, value
+    return True, cls(**kwargs)
 
 
 def _build_section(cls: type, values: dict, where: str, name: str) -> Any:

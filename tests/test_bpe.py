@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from qwen_cli.tokenizer.bpe import train_tokenizer
 from qwen_cli.errors import UserError
 from qwen_cli.tokenizer import load_tokenizer
+from qwen_cli.tokenizer.bpe import train_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tokenizer"
 STDLIB = Path(sysconfig.get_paths()["stdlib"])

@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import save_file
 
 from qwen_cli.checkpoint import load_model
+from qwen_cli.checkpoint.convert import convert
 from qwen_cli.checkpoint.files import read_hf_tensors
 from qwen_cli.errors import UserError
-from qwen_cli.checkpoint.convert import convert
 from qwen_cli.tokenizer import load_tokenizer
 from qwen_cli.tokenizer.vocabulary import qwen_ranks_path
 

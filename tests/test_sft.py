@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from qwen_cli.model import lora
 from qwen_cli.checkpoint import load_model, save_model
 from qwen_cli.data.chat_template import ChatTemplate, Sample
 from qwen_cli.data.shards import BatchLayout
 from qwen_cli.errors import UserError
 from qwen_cli.inference.generate import generate
-from qwen_cli.model import ModelConfig, QwenModel
+from qwen_cli.model import ModelConfig, QwenModel, lora
 from qwen_cli.recipe import load_recipe
 from qwen_cli.stages.sft import SECTIONS, ChatBatches, SFTStage
 from qwen_cli.tokenizer import Tokenizer, load_tokenizer

@@ -13,6 +13,13 @@ the data is one integer — the number of sequences consumed by finished optimiz
 valid for any world size or micro-batch layout. Within a step of ``G`` global sequences,
 rank ``r``'s micro batch ``m`` takes global indices ``start + (r·accum + m)·b …`` (``b`` =
 micro batch size), so ranks read disjoint slices of the same global batch.
+
+Mixtures (:class:`MixedBatches`, recipe ``data.sources``): global sequences are dealt out in
+blocks of ``MIX_BLOCK``; each block holds exactly ``quota_i`` sequences of source ``i`` (the
+weights turned into whole shares of the block by largest remainder), in an order shuffled from
+``(seed, block)``. The ``j``-th sequence taken from source ``i`` is window ``j`` of that source's
+own epoch permutations. Both are pure functions of the global index, so the position is still
+one integer, memory is O(block) and ranks still read disjoint slices.
 """
 
 from __future__ import annotations
@@ -85,8 +92,13 @@ class TokenWindows:
 
     def batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
         """``input_ids`` and ``labels`` [len(indices), seq_len] for the given windows."""
-        rows = torch.from_numpy(np.stack([self.window(i) for i in indices]))
-        return {"input_ids": rows[:, :-1].contiguous(), "labels": rows[:, 1:].contiguous()}
+        return lm_batch([self.window(i) for i in indices])
+
+
+def lm_batch(windows: list[np.ndarray]) -> dict[str, torch.Tensor]:
+    """Next-token batch from windows of ``seq_len + 1`` ids: inputs ``w[:-1]``, labels ``w[1:]``."""
+    rows = torch.from_numpy(np.stack(windows))
+    return {"input_ids": rows[:, :-1].contiguous(), "labels": rows[:, 1:].contiguous()}
 
 
 class ResumableBatches:
@@ -126,29 +138,106 @@ class ResumableBatches:
         self.step_start, self.micro, self.seed = int(state["sequences"]), 0, int(state["seed"])
 
 
+class EpochPermutation:
+    """Window ``k`` of an endless stream that visits all ``count`` windows once per epoch, each epoch
+    in a fresh permutation drawn from ``(*key, epoch)``; only the current epoch's permutation is held."""
+
+    def __init__(self, count: int, key: list[int]) -> None:
+        self.count, self.key = count, key
+        self._epoch, self._perm = -1, np.zeros(0, dtype=np.int64)
+
+    def __getitem__(self, k: int) -> int:
+        epoch, offset = divmod(k, self.count)
+        if epoch != self._epoch:
+            self._perm, self._epoch = np.random.default_rng([*self.key, epoch]).permutation(self.count), epoch
+        return int(self._perm[offset])
+
+
+def _check_trainable(windows: TokenWindows, what: str) -> None:
+    if windows.num_windows == 0:
+        raise UserError(f"{what} has {windows.tokens} tokens, fewer than one sequence of "
+                        f"{windows.seq_len} + 1 (lower data.seq_len or add data)")
+
+
 class ShuffledBatches(ResumableBatches):
     """Windows of the token stream in a fresh permutation every epoch."""
 
     def __init__(self, windows: TokenWindows, layout: BatchLayout, seed: int) -> None:
-        if windows.num_windows == 0:
-            raise UserError(f"the training split has {windows.tokens} tokens, fewer than one sequence of "
-                            f"{windows.seq_len} + 1 (lower data.seq_len or add data)")
+        _check_trainable(windows, "the training split")
         super().__init__(layout, seed)
         self.windows = windows
-        self._perm_epoch, self._perm = -1, np.zeros(0, dtype=np.int64)
-
-    def _window_of(self, k: int) -> int:
-        epoch, offset = divmod(k, self.windows.num_windows)
-        if epoch != self._perm_epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._perm, self._perm_epoch = rng.permutation(self.windows.num_windows), epoch
-        return int(self._perm[offset])
+        self.order = EpochPermutation(windows.num_windows, [seed])
 
     def _batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        return self.windows.batch([self._window_of(k) for k in indices])
+        return self.windows.batch([self.order[k] for k in indices])
 
-    def epoch(self) -> float:
-        return self.step_start / self.windows.num_windows
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.order = EpochPermutation(self.windows.num_windows, [self.seed])
+
+
+MIX_BLOCK = 1024
+_MIX_STREAM = 0x6D6978  # keeps the mixture's random streams apart from the single-source ones
+
+
+def block_quotas(weights: list[float], block: int = MIX_BLOCK) -> list[int]:
+    """Whole shares of a block of ``block`` sequences proportional to ``weights`` (largest remainder)."""
+    total = sum(weights)
+    exact = [block * w / total for w in weights]
+    quotas = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - quotas[i], reverse=True)
+    for i in by_remainder[: block - sum(quotas)]:
+        quotas[i] += 1
+    return quotas
+
+
+class MixedBatches(ResumableBatches):
+    """Sequences drawn from several token streams in fixed proportions (see the module docstring)."""
+
+    def __init__(self, sources: list[TokenWindows], weights: list[float], layout: BatchLayout, seed: int,
+                 names: list[str] | None = None) -> None:
+        names = names or [f"data.sources[{i}]" for i in range(len(sources))]
+        for windows, name in zip(sources, names, strict=True):
+            _check_trainable(windows, f"{name}'s training split")
+        self.quotas = block_quotas(weights)
+        for quota, weight, name in zip(self.quotas, weights, names, strict=True):
+            if quota == 0:
+                raise UserError(f"{name}: weight {weight} is less than 1/{MIX_BLOCK} of the total; "
+                                "it would never be sampled")
+        super().__init__(layout, seed)
+        self.sources = sources
+        self._block, self._slots = -1, np.zeros(0, dtype=np.int64)
+        self._reset_orders()
+
+    def _reset_orders(self) -> None:
+        self.orders = [EpochPermutation(w.num_windows, [self.seed, _MIX_STREAM, i]) for i, w in enumerate(self.sources)]
+
+    def _block_slots(self, block: int) -> np.ndarray:
+        """Source index of each sequence of ``block``: exact quotas, shuffled from ``(seed, block)``."""
+        if block != self._block:
+            slots = np.repeat(np.arange(len(self.quotas)), self.quotas)
+            self._slots = np.random.default_rng([self.seed, _MIX_STREAM, block]).permutation(slots)
+            self._block = block
+        return self._slots
+
+    def locate(self, k: int) -> tuple[int, int]:
+        """(source, index within that source's stream) of global sequence ``k``."""
+        block, offset = divmod(k, MIX_BLOCK)
+        slots = self._block_slots(block)
+        source = int(slots[offset])
+        return source, block * self.quotas[source] + int(np.count_nonzero(slots[:offset] == source))
+
+    def _batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        windows = []
+        for k in indices:
+            source, j = self.locate(k)
+            windows.append(self.sources[source].window(self.orders[source][j]))
+        return lm_batch(windows)
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self._block = -1
+        self._reset_orders()
 
 
 def validation_batches(windows: TokenWindows, layout: BatchLayout, max_batches: int) -> list[dict[str, torch.Tensor]]:

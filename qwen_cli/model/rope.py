@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+
 def rotary_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
     """Inverse frequencies θ^(-2i/d), always fp32 (bf16 frequencies lose long-range positions)."""
     return 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))

@@ -1,6 +1,8 @@
 """Pretraining: next-token prediction on packed token shards (report §2.1–2.4).
 
-Batches come from ``qwen_cli.data.shards`` (shuffled windows of ``data.seq_len + 1`` ids);
+Batches come from ``qwen_cli.data.shards`` (shuffled windows of ``data.seq_len + 1`` ids) of one
+shard directory (``data.shards``) or of a weighted mixture (``data.sources``, e.g. code + text
+for continued pretraining; every source must share one tokenizer);
 the loss is the summed token cross-entropy through the fused output projection
 (``qwen_cli.kernels.cross_entropy``), never materialising the full logits. The model is fresh (seeded
 by the trainer) or ``init.checkpoint``; an unset ``model.vocab_size`` is the shard tokenizer's
@@ -10,6 +12,7 @@ is printed.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from rich.markup import escape
 
 from qwen_cli.checkpoint import load_model
 from qwen_cli.data.encode import TOKENIZER_DIR, read_manifest
-from qwen_cli.data.shards import BatchLayout, ShuffledBatches, TokenWindows, validation_batches
+from qwen_cli.data.shards import BatchLayout, MixedBatches, ShuffledBatches, TokenWindows, validation_batches
 from qwen_cli.errors import UserError
 from qwen_cli.model import QwenModel
 from qwen_cli.recipe import BASE_SECTIONS, Recipe
@@ -41,6 +44,25 @@ class SampleSection:
 SECTIONS: dict[str, type] = {**BASE_SECTIONS, "sample": SampleSection}
 
 
+def data_sources(recipe: Recipe) -> list[tuple[Path, float]]:
+    """(shard directory, weight) of ``data.shards`` or of each ``data.sources`` entry, checked."""
+    data, where = recipe.data, recipe.source
+    if data.shards and data.sources:
+        raise UserError(f"{where}: set data.shards or data.sources, not both")
+    if not data.shards and not data.sources:
+        raise UserError(f"{where}: data.shards is not set (a directory from 'qwen tokenize encode')")
+    entries = [("data.shards", data.shards, 1.0)] if data.shards else [
+        (f"data.sources[{i}].shards", source.shards, source.weight) for i, source in enumerate(data.sources)]
+    for key, shards, weight in entries:
+        if not shards:
+            raise UserError(f"{where}: {key} is not set")
+        if not Path(shards).is_dir():
+            raise UserError(f"{where}: {key} = '{shards}' is not a directory")
+        if not (weight > 0 and math.isfinite(weight)):
+            raise UserError(f"{where}: {key.removesuffix('.shards')}.weight must be a positive number, got {weight}")
+    return [(Path(shards), weight) for _, shards, weight in entries]
+
+
 class PretrainStage(LanguageModelStage):
     """Language-model pretraining on a shard directory from ``qwen tokenize encode``."""
 
@@ -48,16 +70,17 @@ class PretrainStage(LanguageModelStage):
 
     def __init__(self, recipe: Recipe) -> None:
         super().__init__(recipe)
-        shards = recipe.data.shards
-        if not shards:
-            raise UserError(f"{recipe.source}: data.shards is not set (a directory from 'qwen tokenize encode')")
-        self.shards = Path(shards)
-        if not self.shards.is_dir():
-            raise UserError(f"{recipe.source}: data.shards = '{shards}' is not a directory")
-        self.manifest = read_manifest(self.shards)
-        self.tokenizer = load_tokenizer(self.shards / self.manifest["tokenizer"].get("dir", TOKENIZER_DIR))
-        self.train_windows = TokenWindows(self.shards, "train", recipe.data.seq_len)
-        self.val_windows = TokenWindows(self.shards, "val", recipe.data.seq_len)
+        self.sources = data_sources(recipe)
+        seq_len = recipe.data.seq_len
+        manifests = [read_manifest(directory) for directory, _ in self.sources]
+        hashes = {m["tokenizer"].get("hash") for m in manifests}
+        if len(hashes) > 1:
+            raise UserError(f"{recipe.source}: data.sources were encoded with different tokenizers "
+                            f"({', '.join(str(d) for d, _ in self.sources)}); a mixture needs one vocabulary")
+        first = self.sources[0][0]
+        self.tokenizer = load_tokenizer(first / manifests[0]["tokenizer"].get("dir", TOKENIZER_DIR))
+        self.train_windows = [TokenWindows(directory, "train", seq_len) for directory, _ in self.sources]
+        self.val_windows = [TokenWindows(directory, "val", seq_len) for directory, _ in self.sources]
 
     @property
     def seq_len(self) -> int:
@@ -80,11 +103,17 @@ class PretrainStage(LanguageModelStage):
         resolved = self.recipe.with_section("model", replace(self.recipe.model, vocab_size=config.vocab_size))
         return StageModel(model, config, resolved)
 
-    def train_batches(self, layout: BatchLayout) -> ShuffledBatches:
-        return ShuffledBatches(self.train_windows, layout, self.recipe.train.seed)
+    def train_batches(self, layout: BatchLayout) -> ShuffledBatches | MixedBatches:
+        seed = self.recipe.train.seed
+        if not self.recipe.data.sources:
+            return ShuffledBatches(self.train_windows[0], layout, seed)
+        names = [f"data.sources[{i}] ({directory})" for i, (directory, _) in enumerate(self.sources)]
+        return MixedBatches(self.train_windows, [w for _, w in self.sources], layout, seed, names)
 
     def val_batches(self, layout: BatchLayout) -> list:
-        return validation_batches(self.val_windows, layout, self.recipe.train.val_batches)
+        """The first ``train.val_batches`` held-out micro batches of every source."""
+        return [batch for windows in self.val_windows
+                for batch in validation_batches(windows, layout, self.recipe.train.val_batches)]
 
     def finish(self, final_dir: Path, console: Console) -> None:
         sample = self.recipe.sample

@@ -32,7 +32,13 @@ from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_dir
 from qwen_cli.tokenizer.core import Tokenizer
 from qwen_cli.tokenizer.hf_files import byte_order, bytes_to_unicode
-from qwen_cli.tokenizer.vocabulary import QWEN_PATTERN, SPECIAL_TOKENS, cl100k_ranks_path, padded_size, read_ranks
+from qwen_cli.tokenizer.vocabulary import (
+    QWEN_PATTERN,
+    SPECIAL_TOKENS,
+    cl100k_ranks_path,
+    padded_size,
+    read_ranks,
+)
 
 BASES = ("none", "cl100k")
 
