@@ -29,8 +29,8 @@ import time
 from contextlib import nullcontext
 
 import torch
-from qwen_cli.kernels.cross_entropy import linear_cross_entropy
 
+from qwen_cli.kernels.cross_entropy import linear_cross_entropy
 from qwen_cli.model import ModelConfig, QwenModel
 from qwen_cli.train.mfu import measure_peak_flops
 

@@ -10,6 +10,11 @@ Backends:
 Shapes: q [B, Hq, T, D], k/v [B, Hkv, S, D] with Hq a multiple of Hkv (grouped-query
 attention). ``mask`` is a boolean [B, 1, T, S] (True = may attend) or None; ``causal``
 applies only when ``mask`` is None and means query i sees keys 0..i (T == S).
+
+``window`` > 0 (layer-wise window attention) also hides keys ``window`` or more positions behind
+the query: query i (key index S - T + i) sees keys j with ``i' - window < j``. Without a mask the
+causal band is computed a block of queries at a time (:func:`banded_attention`), so no T×S mask
+is ever built; with a mask the band is folded into it.
 """
 
 from __future__ import annotations
@@ -69,8 +74,34 @@ def flash_attention(q, k, v, mask=None, causal=True, dropout_p=0.0):
     return out.transpose(1, 2)
 
 
-def attention(q, k, v, mask=None, causal=True, dropout_p=0.0, backend="auto"):
+def band_mask(t: int, s: int, window: int, device) -> torch.Tensor:
+    """[T, S] boolean: key j is within ``window`` of query i (key index s - t + i), causally."""
+    q_index = torch.arange(s - t, s, device=device)[:, None]
+    k_index = torch.arange(s, device=device)[None, :]
+    return (k_index <= q_index) & (k_index > q_index - window)
+
+
+def banded_attention(q, k, v, window: int, dropout_p=0.0, backend="auto", block: int = 512):
+    """Causal window attention (T == S) one block of queries at a time: each block reads only the
+    keys it can see, so memory is O(T · (block + window)) instead of O(T²)."""
+    t = q.shape[-2]
+    outputs = []
+    for start in range(0, t, block):
+        end = min(start + block, t)
+        first = max(0, start - window + 1)
+        mask = band_mask(end - start, end - first, window, q.device)[None, None]
+        outputs.append(attention(q[..., start:end, :], k[..., first:end, :], v[..., first:end, :],
+                                 mask=mask, causal=False, dropout_p=dropout_p, backend=backend))
+    return torch.cat(outputs, dim=-2)
+
+
+def attention(q, k, v, mask=None, causal=True, dropout_p=0.0, backend="auto", window: int = 0):
     """Dispatch to a backend (see module docstring)."""
+    if 0 < window < k.shape[-2]:
+        if mask is None and causal:
+            return banded_attention(q, k, v, window, dropout_p, backend)
+        band = band_mask(q.shape[-2], k.shape[-2], window, q.device)
+        mask = band if mask is None else mask & band
     if backend == "auto":
         backend = "flash" if flash_usable(q, mask) else "sdpa"
     if backend == "sdpa":

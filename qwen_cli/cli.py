@@ -3,6 +3,11 @@
 Each command module exposes ``register(app)``; commands are thin — parse arguments,
 load a recipe, call one ``run()`` function. Heavy imports (torch, datasets) happen
 inside the command functions so ``qwen --help`` stays instant.
+
+Errors never show a traceback: a usage error (unknown command or option, a missing or
+invalid value) prints ``error: …`` naming the option plus a pointer to ``--help`` and exits
+2; a ``UserError`` prints ``error: …`` and exits with its code. Messages are printed
+literally, never read as rich markup (they often hold user paths).
 """
 
 from __future__ import annotations
@@ -10,9 +15,9 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from qwen_cli.errors import UserError
 
@@ -22,6 +27,7 @@ COMMAND_MODULES = (
     "sft",
     "chat",
     "eval",
+    "extend_context",
     "convert",
 )
 
@@ -37,21 +43,35 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"qwen_cli.commands.{_name}").register(app)
 
 
+def _print_error(console: Console, message: str) -> None:
+    """``error: MESSAGE`` on one line, the message printed literally."""
+    console.print(Text.assemble(("error:", "bold red"), " ", message))
+
+
+def _usage_error(console: Console, exc: typer.TyperException) -> None:
+    """Typer's parsing errors: the message (it names the option), then where to find help."""
+    message = exc.format_message()
+    if not message:  # ``qwen`` or ``qwen tokenize`` alone: typer has printed the help instead
+        return
+    _print_error(console, message)
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        console.print(Text(f"Try '{ctx.command_path} --help' for help."))
+
+
 def main() -> None:
     """Console-script entry point: runs the app and turns errors into one-line messages."""
     stderr = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         result = app(standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:  # every error typer raises while parsing the command line
+        _usage_error(stderr, exc)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         stderr.print("interrupted")
         sys.exit(130)
     except UserError as exc:
-        stderr.print(f"[bold red]error:[/] {exc}", markup=True)
+        _print_error(stderr, str(exc))
         sys.exit(exc.exit_code)
     sys.exit(result if isinstance(result, int) else 0)
 

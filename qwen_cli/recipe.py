@@ -64,6 +64,10 @@ class ModelSection:
     dropout: float | None = None
     init_std: float | None = None
     attention_backend: Literal["auto", "sdpa", "eager", "flash"] | None = None
+    rope_ntk: Literal["none", "dynamic", "continuous"] | None = None
+    logn_attn: bool | None = None
+    layer_windows: list[int] | None = None
+    train_length: int | None = None
 
     def to_config(self, vocab_size: int | None = None) -> ModelConfig:
         """The ``ModelConfig`` (``vocab_size`` fills in when the recipe leaves it unset)."""

@@ -9,18 +9,17 @@ import shutil
 
 import pytest
 import torch
+import transformers  # a dev dependency: missing, these tests fail rather than skip
 from safetensors.torch import load_file, save_file
 
-transformers = pytest.importorskip("transformers")
-
-from qwen_cli.checkpoint import load_model, save_model  # noqa: E402
-from qwen_cli.checkpoint.convert import convert  # noqa: E402
-from qwen_cli.checkpoint.files import INDEX_FILE, WEIGHTS_FILE, read_hf_tensors  # noqa: E402
-from qwen_cli.data.chat_template import ChatTemplate  # noqa: E402
-from qwen_cli.errors import UserError  # noqa: E402
-from qwen_cli.inference.generate import generate  # noqa: E402
-from qwen_cli.model import ModelConfig, QwenModel  # noqa: E402
-from qwen_cli.tokenizer import load_tokenizer  # noqa: E402
+from qwen_cli.checkpoint import load_model, save_model
+from qwen_cli.checkpoint.convert import convert
+from qwen_cli.checkpoint.files import INDEX_FILE, WEIGHTS_FILE, read_hf_tensors
+from qwen_cli.data.chat_template import ChatTemplate
+from qwen_cli.errors import UserError
+from qwen_cli.inference.generate import generate
+from qwen_cli.model import ModelConfig, QwenModel
+from qwen_cli.tokenizer import load_tokenizer
 
 TOL = 1e-5
 transformers.utils.logging.disable_progress_bar()

@@ -72,7 +72,37 @@ def test_kv_cache_decoding_matches_full_forward():
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
-def test_flops_per_token_counts_matmul_weights():
-    m = model()
-    n_matmul = m.num_parameters() - TINY.vocab_size * TINY.hidden_size
-    assert m.flops_per_token(16) == 6 * n_matmul + 12 * 2 * 32 * 16
+def test_initialisation_std_per_module():
+    """N(0, init_std) everywhere except the residual-stream writers o_proj / down_proj, which get
+    init_std / sqrt(2 · layers) (GPT-2); biases 0, norm gains 1. Sizes make each std estimate good
+    to about 0.5 %, so a 3 % tolerance separates the two stds (a factor of 4 apart) with no flakes."""
+    config = ModelConfig(vocab_size=1024, hidden_size=256, num_layers=8, num_heads=4, num_kv_heads=2,
+                         intermediate_size=704, init_std=0.03)
+    m = model(config)
+    residual = 0.03 / (2 * 8) ** 0.5
+    for name, param in m.named_parameters():
+        if name.endswith("bias"):
+            assert torch.count_nonzero(param) == 0, name
+        elif "norm" in name:
+            assert torch.all(param == 1), name
+        else:
+            expected = residual if name.endswith(("o_proj.weight", "down_proj.weight")) else 0.03
+            assert param.std().item() == pytest.approx(expected, rel=0.03), name
+            assert abs(param.mean().item()) < 0.05 * expected, name
+    assert sum(n.endswith(("o_proj.weight", "down_proj.weight")) for n, _ in m.named_parameters()) == 16
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_flops_per_token_counts_every_matmul_weight_once(tied):
+    """6 FLOPs per weight per token (forward + backward) + PaLM's attention term 12 · layers · hidden · seq,
+    with the weights counted by hand from the config: per layer q, k, v (grouped-query: k and v are
+    kv_heads · head_dim wide), o, gate, up, down, then the output projection (also when tied to the
+    embedding, which is a lookup and not counted). The implementation's N is all non-embedding
+    parameters, so it also holds the qkv bias and the RMSNorm gains (about 1 % here)."""
+    config = ModelConfig(vocab_size=97, hidden_size=32, num_layers=3, num_heads=4, num_kv_heads=2,
+                         intermediate_size=88, tie_word_embeddings=tied)
+    h, kv, inter = 32, 2 * 8, 88
+    per_layer = h * h + 2 * h * kv + h * h + 2 * h * inter + inter * h  # q, k+v, o, gate+up, down
+    matmul = 3 * per_layer + 97 * h
+    vectors = 3 * ((h + 2 * kv) + 2 * h) + h  # qkv bias and two norms per layer, the final norm
+    assert model(config).flops_per_token(16) == 6 * (matmul + vectors) + 12 * 3 * h * 16

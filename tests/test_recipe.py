@@ -69,8 +69,10 @@ def test_resolved_toml_round_trips(tmp_path):
     assert again.to_dict() == r.to_dict()
 
 
-@pytest.mark.parametrize("size,params", [("1.8b", 1_836_828_672), ("7b", 7_721_324_544), ("14b", 14_167_290_880)])
-def test_paper_recipes(size, params):
+@pytest.mark.parametrize("size,params,tokens", [("1.8b", 1_836_828_672, 2_200_000_000_000),
+                                                ("7b", 7_721_324_544, 2_400_000_000_000),
+                                                ("14b", 14_167_290_880, 3_000_000_000_000)])
+def test_paper_recipes(size, params, tokens):
     import torch
 
     from qwen_cli.model import QwenModel
@@ -78,9 +80,26 @@ def test_paper_recipes(size, params):
     r = load_recipe(ROOT / "recipes" / f"qwen-{size}" / "pretrain.toml", sections=SECTIONS)
     assert (r.optim.lr, r.optim.betas, r.optim.eps, r.schedule.min_lr_ratio) == (3e-4, [0.9, 0.95], 1e-8, 0.1)
     assert (r.train.batch_tokens, r.data.seq_len, r.train.dtype) == (4_194_304, 2048, "bfloat16")
+    assert (r.train.tokens, r.train.steps) == (tokens, 0)  # report Table 1: 2.2T / 2.4T / 3.0T tokens
+    assert (r.schedule.decay, r.schedule.warmup_steps, r.schedule.warmup_ratio) == ("cosine", 2000, 0.0)  # not in the report
+    assert (r.optim.weight_decay, r.optim.grad_clip) == (0.1, 1.0)  # not in the report
     with torch.device("meta"):
         model = QwenModel(r.model.to_config(vocab_size=151936))
     assert model.num_parameters() == params
+
+
+@pytest.mark.parametrize("size", ["1.8b", "7b", "14b"])
+def test_paper_sft_recipes(size):
+    """Report §3.1.2: sequence length 2048, batch 128 sequences, 4000 steps, warm-up over 1430 steps to
+    a peak lr of 2e-6, weight decay 0.1, dropout 0.1, gradient clipping 1.0, AdamW (0.9, 0.95, 1e-8)."""
+    from qwen_cli.stages.sft import SECTIONS as SFT_SECTIONS
+
+    r = load_recipe(ROOT / "recipes" / f"qwen-{size}" / "sft.toml", sections=SFT_SECTIONS)
+    assert (r.data.seq_len, r.train.batch_tokens // r.data.seq_len, r.train.steps) == (2048, 128, 4000)
+    assert (r.schedule.warmup_steps, r.optim.lr, r.optim.weight_decay) == (1430, 2e-6, 0.1)
+    assert (r.model.dropout, r.optim.grad_clip, r.optim.betas, r.optim.eps) == (0.1, 1.0, [0.9, 0.95], 1e-8)
+    assert r.train.batch_tokens % r.data.seq_len == 0 and r.lora.rank == 0  # full fine-tuning
+    assert r.init.checkpoint == f"runs/qwen-{size}/pretrain/final"
 
 
 def test_cli_bad_recipe_exits_2_with_one_line(tmp_path):

@@ -74,6 +74,17 @@ def test_resume_is_bit_exact_with_dropout_and_a_measured_peak(shards, tmp_path):
     assert resumed.exit_code == 0 and final_weights(out) == final_weights(reference.run_dir)
 
 
+def test_resume_may_change_reporting_saving_and_validation(shards, reference, tmp_path):
+    """Keys the trainer lets a resume change leave the trained weights bit-exact."""
+    out = tmp_path / "run"
+    assert run_stage(InterruptingStage, tiny_recipe(shards), out).exit_code == 130
+    changed = ("logging.log_every=3", "checkpoint.every=3", "checkpoint.keep_last=1", "train.val_every=3",
+               "train.val_batches=1", "train.peak_flops=2e9", "distributed.reshard_after_forward=false")
+    resumed = run_stage(PretrainStage, tiny_recipe(shards, *changed), out, resume=True)
+    assert resumed.exit_code == 0 and final_weights(out) == final_weights(reference)
+    assert "val_batches = 1" in (out / "recipe.toml").read_text()
+
+
 def _run_cli(out: Path, shards: Path, *extra: str) -> subprocess.Popen:
     sets = [arg for item in (*TINY_OVERRIDES, f"data.shards={shards}") for arg in ("--set", item)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

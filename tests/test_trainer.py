@@ -10,12 +10,12 @@ import torch
 from train_fixtures import tiny_recipe
 
 import qwen_cli
-from qwen_cli.kernels.cross_entropy import linear_cross_entropy, reference_linear_cross_entropy
 from qwen_cli.data.shards import BatchLayout, ShuffledBatches, TokenWindows, validation_batches
+from qwen_cli.kernels.cross_entropy import linear_cross_entropy, reference_linear_cross_entropy
 from qwen_cli.model import ModelConfig, QwenModel
-from qwen_cli.train.optim import lr_at, param_groups
 from qwen_cli.recipe import ScheduleSection
 from qwen_cli.stages.pretrain import PretrainStage
+from qwen_cli.train.optim import lr_at, param_groups
 from qwen_cli.train.trainer import run_stage
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -19,11 +19,13 @@ Only safetensors and JSON are ever read back: nothing is unpickled.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
 
 from qwen_cli.checkpoint.files import (
+    CHECKSUM_FILE,
     CONFIG_FILE,
     DEFAULT_SHARD_BYTES,
     RECIPE_FILE,
@@ -79,6 +81,24 @@ def read_config(directory: Path) -> ModelConfig:
         return config_from_hf(hf)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{path}: invalid model config ({exc})") from None
+
+
+def copy_with_config(src: Path, dst: Path, config: ModelConfig, overwrite: bool = False) -> None:
+    """Write ``dst``: every file of the checkpoint ``src`` (checksums verified) with ``config.json``
+    rewritten for ``config`` (same weights), atomically."""
+    verify_checksums(src)
+    hf = json.loads((src / CONFIG_FILE).read_text())
+    for key in ("use_sliding_window", "sliding_window", "max_window_layers", "layer_types"):
+        hf.pop(key, None)  # replaced below by what ``config`` says
+    kept = {key: hf[key] for key in ("bos_token_id", "eos_token_id", "torch_dtype") if key in hf}
+    hf.update(config_to_hf(config, getattr(torch, str(hf.get("torch_dtype")), torch.float32)))
+    hf.update(kept)
+    with atomic_dir(dst, overwrite=overwrite) as tmp:
+        for path in src.iterdir():
+            if path.is_file() and path.name not in (CONFIG_FILE, CHECKSUM_FILE):
+                shutil.copyfile(path, tmp / path.name)
+        (tmp / CONFIG_FILE).write_text(json.dumps(hf, indent=2))
+        write_checksums(tmp)
 
 
 def read_model_state(directory: Path, config: ModelConfig) -> dict[str, torch.Tensor]:

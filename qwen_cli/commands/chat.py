@@ -23,28 +23,34 @@ def chat(
 
     Commands: /reset, /system TEXT, /save FILE, /exit. Ctrl-C stops a reply and returns to the prompt.
     """
+    if top_p <= 0:  # typer's bounds are inclusive; checked before the slow imports below
+        raise typer.BadParameter("must be in (0, 1]", param_hint="'--top-p'")
     from rich.console import Console
+    from rich.markup import escape
 
-    from qwen_cli.inference.chat_session import ChatSession, piped_lines, read_messages, run_loop, terminal_lines
     from qwen_cli.checkpoint import load
     from qwen_cli.data.chat_template import DEFAULT_SYSTEM
-    from qwen_cli.errors import UserError
+    from qwen_cli.inference.chat_session import (
+        ChatSession,
+        piped_lines,
+        read_messages,
+        run_loop,
+        terminal_lines,
+    )
 
-    if top_p <= 0:
-        raise UserError("--top-p must be in (0, 1]")
     file_system, history = read_messages(messages) if messages is not None else (None, [])
     model, tokenizer = load(checkpoint)
     session = ChatSession(model, tokenizer, system or file_system or DEFAULT_SYSTEM, max_new_tokens,
                           temperature, top_p, seed)
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
     interactive = sys.stdin.isatty() and not as_json
     pending = None
     if history and history[-1]["role"] == "user":
         history, pending = history[:-1], history[-1]["content"]
     session.history = history
     if interactive:
-        console.print(f"[bold]qwen chat[/] {checkpoint} — commands: /reset /system TEXT /save FILE /exit; "
-                      "Ctrl-C stops a reply, Ctrl-D quits")
+        console.print(f"[bold]qwen chat[/] {escape(str(checkpoint))} — commands: /reset /system TEXT /save FILE "
+                      "/exit; Ctrl-C stops a reply, Ctrl-D quits")
     lines = terminal_lines(console) if interactive else piped_lines()
     if pending is not None:
         lines = _prepend(pending, lines)

@@ -60,7 +60,7 @@ def convert(
         print(json.dumps(asdict(result)))
     else:
         Console().print(f"{result.source_format} -> {result.target}: {result.num_tensors} tensors, "
-                        f"{result.num_parameters:,} parameters ({result.dtype}) written to {result.dst}")
+                        f"{result.num_parameters:,} parameters ({result.dtype}) written to {result.dst}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -20,9 +20,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(8, "--batch-size", help="Sequences per forward pass."),
         data_dir: Path | None = typer.Option(None, "--data-dir", help="DIR/<task>/<split>.jsonl overrides packaged data."),
         out: Path | None = typer.Option(None, "--out", help="Write the full JSON record (config, scores, samples) here."),
-        seed: int = typer.Option(0, "--seed", help="Seed for lm-eval and sampling."),
+        seed: int = typer.Option(0, "--seed", min=0, help="Seed for lm-eval and sampling."),
         hub: bool = typer.Option(False, "--hub", help="Allow downloading missing data from the Hugging Face hub."),
-        workers: int | None = typer.Option(None, "--workers", help="Parallel sandboxes for code tasks (default: all cores)."),
+        workers: int | None = typer.Option(None, "--workers", min=1, help="Parallel sandboxes for code tasks (default: all cores)."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
         max_gen_toks: int | None = typer.Option(None, "--max-gen-toks", help="Cap generated tokens (quick runs)."),
     ) -> int:

@@ -1,4 +1,4 @@
-"""`qwen sft RECIPE.toml [--set section.key=value ...] [--out DIR] [--resume] [--json]`."""
+"""`qwen sft RECIPE.toml [--set section.key=value ...] [--out DIR] [--resume | --overwrite] [--json]`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ def sft(
     overrides: list[str] = typer.Option([], "--set", help="override a recipe value: section.key=value (repeatable)"),
     out: Path | None = typer.Option(None, "--out", help="run directory (default: runs/<recipe dir name>/sft)"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest valid checkpoint in --out"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the run already in --out (its recipe, "
+                                   "metrics, checkpoints and final model) instead of refusing to start"),
     as_json: bool = typer.Option(False, "--json", help="print the final metrics as JSON on stdout"),
 ) -> int:
     """Fine-tune a pretrained checkpoint on ChatML conversations (loss on assistant replies only).
@@ -20,10 +22,10 @@ def sft(
     Optional LoRA ([lora] rank > 0), merged into the saved weights. Same trainer, checkpoints,
     resume and torchrun support as `qwen pretrain`.
     """
-    from qwen_cli.stages.sft import SECTIONS, SFTStage
     from qwen_cli.commands.training import run_recipe
+    from qwen_cli.stages.sft import SECTIONS, SFTStage
 
-    return run_recipe(SFTStage, SECTIONS, recipe, overrides, out, resume, as_json)
+    return run_recipe(SFTStage, SECTIONS, recipe, overrides, out, resume, overwrite, as_json)
 
 
 def register(app: typer.Typer) -> None:

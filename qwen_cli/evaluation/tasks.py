@@ -31,6 +31,7 @@ from collections.abc import Callable
 from qwen_cli.errors import UserError
 from qwen_cli.evaluation import scoring
 from qwen_cli.evaluation.passk import pass_at_k
+from qwen_cli.evaluation.progress import EvalProgress
 from qwen_cli.evaluation.registry import Benchmark, DataUnavailable, lm_eval_literal, lm_eval_yaml
 from qwen_cli.evaluation.sandbox import Limits, run_programs
 
@@ -195,12 +196,13 @@ def mbpp_program(doc: dict, completion: str) -> str:
     return f"{completion}\n{doc.get('test_setup_code') or ''}\n" + "\n".join(doc["test_list"]) + "\n"
 
 
-def _execute(build: Callable[[dict, str], str], limits: Limits, workers: int | None,
-             resps: list[list[str]], docs: list[dict]) -> list[list[dict]]:
+def _execute(name: str, build: Callable[[dict, str], str], limits: Limits, workers: int | None,
+             progress: EvalProgress, resps: list[list[str]], docs: list[dict]) -> list[list[dict]]:
     """lm-eval filter: run every sample of every doc in the sandbox (in parallel)."""
     flat = [(i, j, build(doc, text)) for i, (texts, doc) in enumerate(zip(resps, docs, strict=True))
             for j, text in enumerate(texts)]
-    outcomes = run_programs([program for _, _, program in flat], limits, workers)
+    with progress.bars({name: len(flat)}, "running tests") as advance:
+        outcomes = run_programs([program for _, _, program in flat], limits, workers, on_done=lambda: advance(name))
     results: list[list[dict]] = [[{} for _ in texts] for texts in resps]
     for (i, j, _), outcome in zip(flat, outcomes, strict=True):
         results[i][j] = {"completion": resps[i][j], "passed": outcome.passed, "status": outcome.status,
@@ -223,7 +225,7 @@ def _mbpp_prompt(prefix: str, doc: dict) -> str:
     return prefix + _mbpp_item(doc)
 
 
-def _code(benchmark: Benchmark, shots: int, limits: Limits, workers: int | None) -> dict:
+def _code(benchmark: Benchmark, shots: int, limits: Limits, workers: int | None, progress: EvalProgress) -> dict:
     if benchmark.name == "humaneval":
         if shots:
             raise UserError("humaneval: the paper evaluates it 0-shot; --num-fewshot must be 0")
@@ -239,7 +241,8 @@ def _code(benchmark: Benchmark, shots: int, limits: Limits, workers: int | None)
         "doc_to_target": functools.partial(_field, target),
         "generation_kwargs": {"until": until, "max_gen_toks": 512, "do_sample": False},
         "filter_list": [{"name": "sandbox", "filter": [
-            {"function": "custom", "filter_fn": functools.partial(_execute, build, limits, workers)}]}],
+            {"function": "custom",
+             "filter_fn": functools.partial(_execute, benchmark.name, build, limits, workers, progress)}]}],
         "process_results": _pass_at_1,
         "metric_list": [{"metric": "pass@1", "aggregation": "mean", "higher_is_better": True}],
     }
@@ -247,13 +250,14 @@ def _code(benchmark: Benchmark, shots: int, limits: Limits, workers: int | None)
 
 # ---------------------------------------------------------------- entry point
 def task_config(benchmark: Benchmark, shots: int | None = None, limits: Limits = Limits(),
-                workers: int | None = None) -> dict:
-    """The lm-eval config dict for a resolved benchmark (``shots`` None: the paper's count)."""
+                workers: int | None = None, progress: EvalProgress | None = None) -> dict:
+    """The lm-eval config dict for a resolved benchmark (``shots`` None: the paper's count);
+    ``progress`` shows the code tasks' sandbox runs."""
     shots = PAPER_SHOTS[benchmark.name] if shots is None else shots
     if benchmark.name in ("mmlu", "ceval"):
         body = _multiple_choice(benchmark, shots)
     elif benchmark.name in ("humaneval", "mbpp"):
-        body = _code(benchmark, shots, limits, workers)
+        body = _code(benchmark, shots, limits, workers, progress or EvalProgress(enabled=False))
     else:
         body = {"gsm8k": _gsm8k, "math": _math, "bbh": _bbh}[benchmark.name](benchmark, shots)
     return {

@@ -13,7 +13,8 @@ message per line from piped stdin (replies go to stdout, one per line; with ``js
 one JSON object per reply instead). Lines starting with ``/`` are commands:
 ``/reset`` (forget the history), ``/system TEXT`` (new system prompt, history reset),
 ``/save FILE`` (write the conversation as ``{"messages": [...]}``, readable by ``--messages``),
-``/exit``.
+``/exit``. A command that fails (a file that cannot be written) is reported and the session goes
+on; user text in command echoes is printed literally, never read as rich markup.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from qwen_cli.data.chat_format import Message, validate
 from qwen_cli.data.chat_template import DEFAULT_SYSTEM, ChatTemplate
@@ -98,8 +100,12 @@ class ChatSession:
         return Reply(text, len(tokens), reason)
 
     def save(self, path: str) -> None:
-        with atomic_file(Path(path)) as handle:
-            json.dump({"messages": self.messages}, handle, ensure_ascii=False, indent=2)
+        """Write the conversation as ``{"messages": [...]}``; a ``UserError`` if that fails."""
+        try:
+            with atomic_file(Path(path)) as handle:
+                json.dump({"messages": self.messages}, handle, ensure_ascii=False, indent=2)
+        except OSError as exc:
+            raise UserError(f"{path}: cannot write ({exc.strerror})") from None
 
 
 def read_messages(path: Path) -> tuple[str | None, list[Message]]:
@@ -164,7 +170,7 @@ def answer(session: ChatSession, user: str, console: Console, json_lines: bool, 
 
 
 def command(session: ChatSession, line: str, console: Console) -> bool:
-    """Run a slash command; returns False for /exit."""
+    """Run a slash command; returns False for /exit. User text is echoed literally, never as markup."""
     name, _, arg = line.partition(" ")
     if name == "/exit":
         return False
@@ -173,13 +179,22 @@ def command(session: ChatSession, line: str, console: Console) -> bool:
         console.print("history cleared")
     elif name == "/system":
         session.reset(arg.strip() or DEFAULT_SYSTEM)
-        console.print(f"system prompt set, history cleared: {session.system}")
+        console.print(f"system prompt set, history cleared: {session.system}", markup=False)
     elif name == "/save" and arg.strip():
-        session.save(arg.strip())
-        console.print(f"saved {arg.strip()}")
+        _save(session, arg.strip(), console)
     else:
-        console.print(f"[red]unknown command {line!r}[/]; commands: {COMMANDS}")
+        console.print(Text.assemble((f"unknown command {line!r}", "red"), f"; commands: {COMMANDS}"))
     return True
+
+
+def _save(session: ChatSession, path: str, console: Console) -> None:
+    """/save: a file that cannot be written is reported and the conversation goes on."""
+    try:
+        session.save(path)
+    except UserError as exc:
+        console.print(Text.assemble(("error:", "bold red"), f" {exc}"))
+    else:
+        console.print(f"saved {path}", markup=False)
 
 
 def run_loop(session: ChatSession, lines: Iterator[str], console: Console, json_lines: bool, interactive: bool) -> None:

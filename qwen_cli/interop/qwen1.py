@@ -16,8 +16,9 @@ seq_length, vocab_size, no_bias. The tokenizer is the directory's ``qwen.tiktoke
 ``qwen_cli.tokenizer.load_tokenizer`` reads directly. Import direction only: exporting to
 Qwen-1's layout would also need its remote modeling code, which transformers does not ship.
 
-Qwen-1's inference-time context extension (``use_dynamic_ntk``, ``use_logn_attn``) is not part
-of the weights: it only changes attention beyond ``seq_length`` tokens.
+Qwen-1's inference-time context extension is kept: ``use_dynamic_ntk`` -> ``rope_ntk = "dynamic"``,
+``use_logn_attn`` -> ``logn_attn``, and ``seq_length`` (the training length T of both formulas)
+-> ``train_length`` as well as ``max_position_embeddings``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def model_config(hf: dict, path: Path) -> ModelConfig:
             rms_norm_eps=float(hf.get("layer_norm_epsilon", 1e-6)),
             tie_word_embeddings=False,
             init_std=float(hf.get("initializer_range", 0.02)),
+            rope_ntk="dynamic" if hf.get("use_dynamic_ntk", False) else "none",
+            logn_attn=bool(hf.get("use_logn_attn", False)),
+            train_length=int(hf.get("seq_length", 0)),
         )
     except ValueError as exc:
         raise UserError(f"{path}: {exc}") from None

@@ -102,13 +102,50 @@ def config_to_hf(config: ModelConfig, dtype: torch.dtype, special_ids: dict[str,
         "tie_word_embeddings": config.tie_word_embeddings,
         "attention_dropout": config.dropout,
         "initializer_range": config.init_std,
-        "use_sliding_window": False,
+        **sliding_window_to_hf(config),
         "use_cache": True,
         "bos_token_id": eos,
         "eos_token_id": eos,
         "torch_dtype": str(dtype).removeprefix("torch."),
-        EXTRA_KEY: {"dropout": config.dropout, "attention_backend": config.attention_backend},
+        EXTRA_KEY: {"dropout": config.dropout, "attention_backend": config.attention_backend,
+                    "rope_ntk": config.rope_ntk, "logn_attn": config.logn_attn,
+                    "layer_windows": list(config.layer_windows), "train_length": config.train_length},
     }
+
+
+def sliding_window_to_hf(config: ModelConfig) -> dict:
+    """transformers' per-layer sliding windows (``layer_types``): exact when every windowed layer
+    shares one size; otherwise plain full attention (see :func:`hf_limitations`)."""
+    sizes = {w for w in config.layer_windows if w}
+    if len(sizes) != 1:
+        return {"use_sliding_window": False}
+    (size,) = sizes
+    return {"use_sliding_window": True, "sliding_window": size, "max_window_layers": config.num_layers,
+            "layer_types": ["sliding_attention" if w else "full_attention" for w in config.layer_windows]}
+
+
+def hf_limitations(config: ModelConfig) -> list[str]:
+    """What of ``config`` transformers' Qwen2 cannot express (it then runs plain RoPE / full attention)."""
+    notes = []
+    if config.rope_ntk != "none":
+        notes.append(f"{config.rope_ntk} NTK-aware RoPE (transformers' 'dynamic' rope type scales the base by "
+                     "(factor·L/T - factor + 1), not Qwen's bucketed alpha)")
+    if config.logn_attn:
+        notes.append("LogN attention scaling")
+    if len({w for w in config.layer_windows if w}) > 1:
+        notes.append(f"several window sizes {sorted({w for w in config.layer_windows if w})} (one sliding_window only)")
+    return notes
+
+
+def _windows_from_hf(hf: dict) -> list[int]:
+    """Per-layer windows of a transformers config with ``use_sliding_window`` (``layer_types`` or, in older
+    configs, ``max_window_layers``: layers from that index on use the window)."""
+    if not hf.get("use_sliding_window") or not hf.get("sliding_window"):
+        return []
+    layers, size = hf["num_hidden_layers"], int(hf["sliding_window"])
+    types = hf.get("layer_types") or ["sliding_attention" if i >= hf.get("max_window_layers", 0) else "full_attention"
+                                      for i in range(layers)]
+    return [size if kind == "sliding_attention" else 0 for kind in types]
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
@@ -129,6 +166,10 @@ def config_from_hf(hf: dict) -> ModelConfig:
         dropout=float(extra.get("dropout", hf.get("attention_dropout", 0.0))),
         init_std=float(hf.get("initializer_range", 0.02)),
         attention_backend=extra.get("attention_backend", "auto"),
+        rope_ntk=extra.get("rope_ntk", "none"),
+        logn_attn=bool(extra.get("logn_attn", False)),
+        layer_windows=[int(w) for w in extra.get("layer_windows", _windows_from_hf(hf))],
+        train_length=int(extra.get("train_length", 0)),
     )
 
 
@@ -145,8 +186,6 @@ def model_config(hf: dict, path: Path) -> ModelConfig:
     """``ModelConfig`` from a Qwen2 ``config.json``; UserError for anything our model cannot run."""
     if hf.get("model_type") != MODEL_TYPE:
         raise UserError(f"{path}: model_type {hf.get('model_type')!r} is not {MODEL_TYPE!r}")
-    if hf.get("use_sliding_window"):
-        raise UserError(f"{path}: use_sliding_window=true is not supported (full attention only)")
     if hf.get("hidden_act", "silu") != "silu":
         raise UserError(f"{path}: hidden_act {hf['hidden_act']!r} is not supported (silu only)")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
+
+ROPE_NTK = ("none", "dynamic", "continuous")
 
 PRESETS: dict[str, dict] = {
     # hidden / heads / layers from the report's Table 1; FFN widths from the released configs
@@ -29,10 +31,23 @@ class ModelConfig:
     dropout: float = 0.0
     init_std: float = 0.02
     attention_backend: str = "auto"
+    # inference-time context extension (report §2.5; qwen_cli.model.rope): all off = plain RoPE
+    rope_ntk: str = "none"  # "dynamic": Qwen's bucketed NTK-aware base; "continuous": base·(L/T)^(d/(d-2))
+    logn_attn: bool = False  # queries past train_length scaled by log(i)/log(train_length)
+    layer_windows: list[int] = field(default_factory=list)  # per-layer attention window, 0 = full; [] = all full
+    train_length: int = 0  # the context the model was trained at (T); 0 = max_position_embeddings
 
     def __post_init__(self) -> None:
         if self.num_kv_heads is None:
             self.num_kv_heads = self.num_heads
+        if self.rope_ntk not in ROPE_NTK:
+            raise ValueError(f"rope_ntk {self.rope_ntk!r} is not one of {', '.join(ROPE_NTK)}")
+        if self.layer_windows and len(self.layer_windows) != self.num_layers:
+            raise ValueError(f"layer_windows has {len(self.layer_windows)} entries for {self.num_layers} layers")
+        if any(w < 0 for w in self.layer_windows):
+            raise ValueError(f"layer_windows {self.layer_windows}: windows must be >= 0 (0 = full attention)")
+        if self.train_length < 0:
+            raise ValueError(f"train_length {self.train_length} must be >= 0")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         if self.num_heads % self.num_kv_heads:
@@ -43,6 +58,16 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def trained_context(self) -> int:
+        """T of the context-extension formulas: ``train_length``, else ``max_position_embeddings``."""
+        return self.train_length or self.max_position_embeddings
+
+    @property
+    def extends_context(self) -> bool:
+        """Whether any context-extension technique is switched on."""
+        return self.rope_ntk != "none" or self.logn_attn or any(self.layer_windows)
 
     @classmethod
     def preset(cls, name: str, **overrides) -> ModelConfig:

@@ -21,6 +21,7 @@ This file holds no parallelism, logging or I/O: those wrap the model from outsid
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ from qwen_cli.kernels.attention import attention
 from qwen_cli.model.config import ModelConfig
 from qwen_cli.model.kv_cache import KVCache
 from qwen_cli.model.masks import build_mask, segment_positions
-from qwen_cli.model.rope import apply_rotary, rotary_cos_sin, rotary_inv_freq
+from qwen_cli.model.rope import apply_rotary, logn_scale, rope_theta_for, rotary_cos_sin, rotary_inv_freq
 
 
 class RMSNorm(nn.Module):
@@ -50,11 +51,12 @@ class Attention(nn.Module):
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
         self.config, self.layer = config, layer
+        self.window = config.layer_windows[layer] if config.layer_windows else 0  # 0 = full attention
         kv_dim = config.num_kv_heads * config.head_dim
         self.qkv_proj = nn.Linear(config.hidden_size, config.hidden_size + 2 * kv_dim, bias=True)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, mask, causal, cache: KVCache | None):
+    def forward(self, x, cos, sin, mask, causal, cache: KVCache | None, logn=None):
         cfg = self.config
         b, t, _ = x.shape
         kv_dim = cfg.num_kv_heads * cfg.head_dim
@@ -63,10 +65,13 @@ class Attention(nn.Module):
         k = k.view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         v = v.view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if logn is not None:
+            q = q * logn.to(q.dtype)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
         dropout_p = cfg.dropout if self.training else 0.0
-        out = attention(q, k, v, mask=mask, causal=causal, dropout_p=dropout_p, backend=cfg.attention_backend)
+        out = attention(q, k, v, mask=mask, causal=causal, dropout_p=dropout_p, backend=cfg.attention_backend,
+                        window=self.window)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, cfg.hidden_size))
 
 
@@ -90,8 +95,8 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, cos, sin, mask, causal, cache):
-        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, causal, cache))
+    def forward(self, x, cos, sin, mask, causal, cache, logn=None):
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, causal, cache, logn))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
@@ -127,6 +132,15 @@ class QwenModel(nn.Module):
                 nn.init.ones_(module.weight)
         self.inv_freq = rotary_inv_freq(self.config.head_dim, self.config.rope_theta).to(self.inv_freq.device)
 
+    def set_context_extension(self, rope_ntk: str = "none", logn_attn: bool = False,
+                              layer_windows: list[int] | None = None, train_length: int | None = None) -> None:
+        """Switch the inference-time context-extension techniques (report §2.5) on or off in place."""
+        cfg = replace(self.config, rope_ntk=rope_ntk, logn_attn=logn_attn, layer_windows=list(layer_windows or []),
+                      train_length=self.config.train_length if train_length is None else train_length)
+        self.config.__dict__.update(cfg.__dict__)  # shared with every layer
+        for block in self.layers:
+            block.attn.window = cfg.layer_windows[block.attn.layer] if cfg.layer_windows else 0
+
     def hidden_states(self, input_ids, position_ids=None, attention_mask=None, segment_ids=None, cache=None):
         """Final-normed hidden states [B, T, hidden] (the input of ``lm_head``)."""
         b, t = input_ids.shape
@@ -139,14 +153,36 @@ class QwenModel(nn.Module):
             else:
                 position_ids = torch.arange(past, past + t, device=input_ids.device).expand(b, t)
         x = self.embed_dropout(self.embed_tokens(input_ids))
-        cos, sin = rotary_cos_sin(position_ids, self.inv_freq, x.dtype)
+        inv_freq, logn = self._extension(position_ids)
+        if cache is not None:
+            cache.record_positions(position_ids)
+            cache.rerotate(inv_freq)
+        cos, sin = rotary_cos_sin(position_ids, inv_freq, x.dtype)
         mask = build_mask(t, past, attention_mask, segment_ids, input_ids.device)
         causal = mask is None
         for block in self.layers:
-            x = block(x, cos, sin, mask, causal, cache)
+            x = block(x, cos, sin, mask, causal, cache, logn)
         if cache is not None:
             cache.length += t
         return self.norm(x)
+
+    def _extension(self, position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Rotary frequencies and LogN query factors for this forward (inference-time context extension).
+
+        The sequence length L of dynamic NTK is the furthest position so far + 1 (with a KV cache,
+        the cached tokens count), so prefill, decode and a full recompute agree.
+        """
+        cfg = self.config
+        if self.training or not (cfg.rope_ntk != "none" or cfg.logn_attn):
+            return self.inv_freq, None
+        trained = cfg.trained_context
+        inv_freq = self.inv_freq
+        if cfg.rope_ntk != "none":
+            length = int(position_ids.max()) + 1
+            theta = rope_theta_for(cfg.rope_theta, cfg.head_dim, cfg.rope_ntk, length, trained)
+            if theta != cfg.rope_theta:
+                inv_freq = rotary_inv_freq(cfg.head_dim, theta).to(self.inv_freq.device)
+        return inv_freq, logn_scale(position_ids, trained) if cfg.logn_attn else None
 
     def forward(
         self,

@@ -1,10 +1,16 @@
-"""The preallocated key/value cache that incremental decoding writes into, one tensor pair per layer."""
+"""The preallocated key/value cache that incremental decoding writes into, one tensor pair per layer.
+
+Besides keys and values it remembers each cached token's position and the rotary frequencies its
+key was rotated with, so a change of rotary base mid-generation (dynamic NTK crossing into the
+next length bucket) can re-rotate the cached keys instead of silently mixing two bases.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from qwen_cli.model.config import ModelConfig
+from qwen_cli.model.rope import apply_rotary, rotary_cos_sin
 
 
 class KVCache:
@@ -18,8 +24,24 @@ class KVCache:
         shape = (batch_size, config.num_kv_heads, max_len, config.head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.num_layers)]
+        self.positions = torch.zeros(batch_size, max_len, dtype=torch.long, device=device)
+        self.inv_freq: torch.Tensor | None = None  # the frequencies the cached keys were rotated with
         self.length = 0
         self.max_len = max_len
+
+    def record_positions(self, position_ids: torch.Tensor) -> None:
+        """Remember the positions of the tokens about to be written (before ``update``)."""
+        self.positions[:, self.length : self.length + position_ids.shape[1]] = position_ids
+
+    def rerotate(self, inv_freq: torch.Tensor) -> None:
+        """Re-rotate every cached key from ``self.inv_freq`` to ``inv_freq`` (exact: rotations compose)."""
+        if self.inv_freq is not None and self.length and not torch.equal(self.inv_freq, inv_freq):
+            delta = inv_freq - self.inv_freq.to(inv_freq.device)
+            cos, sin = rotary_cos_sin(self.positions[:, : self.length], delta, torch.float32)
+            for keys in self.keys:
+                cached = keys[:, :, : self.length]
+                cached.copy_(apply_rotary(cached.float(), cos, sin).to(keys.dtype))
+        self.inv_freq = inv_freq
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         """Write new k/v after the current length; return all keys/values so far."""
@@ -34,3 +56,4 @@ class KVCache:
         """Keep only (or repeat) the batch rows in ``index``."""
         self.keys = [k.index_select(0, index) for k in self.keys]
         self.values = [v.index_select(0, index) for v in self.values]
+        self.positions = self.positions.index_select(0, index)

@@ -1,10 +1,22 @@
-"""Rotary position embedding (RoPE): fp32 inverse frequencies, cos/sin tables, rotate-half application.
+"""Rotary position embedding (RoPE) and the report's training-free context extension (§2.5).
 
-The room for RoPE variants (dynamic NTK-aware scaling, LogN attention scaling): everything
-that turns positions into rotations lives here, so the decoder only calls these functions.
+Plain RoPE rotates each (i, i + d/2) pair of a query/key by ``position · θ^(-2i/d)``. Beyond the
+training length T (``ModelConfig.trained_context``), at inference only:
+
+* **dynamic NTK** (Qwen's ``modeling_qwen.py``): for a sequence of total length L,
+  ``alpha = max(2^ceil(log2(L/T) + 1) - 1, 1)`` (1 up to T, 3 up to 2T, 7 up to 4T …) and the base
+  becomes ``θ · alpha^(d/(d-2))``; ``continuous`` is the un-bucketed form ``θ · max(L/T, 1)^(d/(d-2))``
+  (transformers' "dynamic" rope type with factor 1), kept for comparison;
+* **LogN scaling**: the query at 1-based position i > T is multiplied by ``log(i) / log(T)``.
+
+Keys already in a KV cache were rotated with the base of their time; because rotations in one
+plane compose, rotating them by ``position · (inv_freq_new - inv_freq_old)`` gives exactly the
+keys a full recompute with the new base would produce (``KVCache.rerotate``).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -25,3 +37,26 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
+
+
+def ntk_alpha(length: int, trained: int) -> int:
+    """Qwen's bucketed NTK scale for a sequence of ``length`` tokens trained at ``trained``."""
+    if length <= trained:
+        return 1
+    return max(2 ** math.ceil(math.log2(length / trained) + 1) - 1, 1)
+
+
+def rope_theta_for(theta: float, head_dim: int, mode: str, length: int, trained: int) -> float:
+    """The rotary base for a sequence of ``length`` tokens (``mode``: none | dynamic | continuous)."""
+    if mode == "none" or length <= trained:
+        return theta
+    scale = ntk_alpha(length, trained) if mode == "dynamic" else length / trained
+    return theta * scale ** (head_dim / (head_dim - 2))
+
+
+def logn_scale(position_ids: torch.Tensor, trained: int) -> torch.Tensor:
+    """Per-query factor [B, 1, T, 1]: ``log(i)/log(trained)`` at 1-based positions i > trained, else 1."""
+    i = (position_ids + 1).double()
+    scale = torch.where(i > trained, torch.log(i) / math.log(trained), torch.ones_like(i))
+    return scale[:, None, :, None].float()
+

@@ -1,23 +1,32 @@
-"""Writing and restoring training checkpoints under a run directory — shared by every training loop.
+"""The run directory of a training loop: checkpoints, the final model, and the checks around them.
 
 A loop hands over full state dicts (gathered by ``qwen_cli.train.distributed``) and a callable
 that writes the model files; this module lays out ``OUT/checkpoints/step_N`` (model files +
 ``qwen_cli.checkpoint.train_state``), keeps the newest ``keep_last``, writes ``OUT/final``, all
-atomically, and finds the newest checkpoint that verifies for ``--resume``. Only rank 0 calls the
-writers; every rank reads.
+atomically, and finds the newest checkpoint that verifies for ``--resume``. Around a run it
+refuses to start over another run (:func:`check_run_dir`), removes a replaced run
+(:func:`remove_run`) and the leftovers of writes killed midway (:func:`remove_leftovers`), and
+compares a resumed run's recipe with the one it was trained with (:func:`check_resumable`).
+Only rank 0 calls the writers and removers; every rank reads and checks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from qwen_cli.checkpoint import train_state as ts
 from qwen_cli.checkpoint.files import write_checksums
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_dir
+from qwen_cli.recipe import read_toml, toml_value
 
 FINAL = "final"
+RECIPE_FILE = "recipe.toml"
+METRICS_FILE = "metrics.jsonl"
+RUN_FILES = (RECIPE_FILE, METRICS_FILE, ts.CHECKPOINTS, FINAL)  # a directory holding any of these holds a run
 
 
 def write_checkpoint(run_dir: Path, state: ts.TrainState, optim_state: dict, write_model: Callable[[Path], None],
@@ -50,3 +59,63 @@ def newest_checkpoint(run_dir: Path, warn: Callable[[str], None]) -> Path | None
     if path is None and skipped:
         raise UserError(f"{run_dir}: no checkpoint could be verified for --resume")
     return path
+
+
+def is_finished(run_dir: Path, checkpoint: Path, total_steps: int) -> bool:
+    """Whether ``checkpoint`` is the last step's and the final model was saved after it."""
+    return checkpoint == ts.checkpoint_dir(run_dir, total_steps) and (run_dir / FINAL).is_dir()
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a run in a directory that holds one, unless resuming it or overwriting it."""
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite exclude each other (continue the run, or replace it)")
+    found = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if found and not (resume or overwrite):
+        raise UserError(f"{run_dir}: already holds a run ({', '.join(found)}); pass --resume to continue it "
+                        "or --overwrite to replace it")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_run(run_dir: Path) -> None:
+    """Delete a run's files (recipe, metrics, checkpoints, final model); other files stay."""
+    for name in RUN_FILES:
+        _remove(run_dir / name)
+
+
+def remove_leftovers(run_dir: Path) -> None:
+    """Delete what writes killed midway left: ``fsutil``'s ``.NAME.tmp-*`` / ``.NAME.old-*`` and checkpoint temps."""
+    for name in (RECIPE_FILE, METRICS_FILE, FINAL):
+        for kind in ("tmp", "old"):
+            for path in run_dir.glob(f".{name}.{kind}-*"):
+                _remove(path)
+    ts.prune_checkpoints(run_dir, 0)
+
+
+def check_resumable(run_dir: Path, recipe: dict[str, dict[str, Any]], may_change: tuple[str, ...]) -> None:
+    """Refuse to resume with a recipe (``Recipe.to_dict()``) that differs from the run's ``recipe.toml``
+    in a key not in ``may_change`` (entries ``section.key`` or ``section.*``)."""
+    path = run_dir / RECIPE_FILE
+    for name, old, new in _differences(read_toml(path), recipe):
+        if name not in may_change and f"{name.split('.')[0]}.*" not in may_change:
+            raise UserError(f"{path}: cannot resume with {name} = {_show(new)}: the run was trained with "
+                            f"{_show(old)} (only {', '.join(may_change)} may change; --overwrite starts over)")
+
+
+def _differences(old: dict, new: dict) -> Iterator[tuple[str, Any, Any]]:
+    """(``section.key``, old value, new value) of every differing key, the old recipe's order first."""
+    for section in dict.fromkeys([*old, *new]):
+        before, after = old.get(section, {}), new.get(section, {})
+        for key in dict.fromkeys([*before, *after]):
+            if before.get(key) != after.get(key):
+                yield f"{section}.{key}", before.get(key), after.get(key)
+
+
+def _show(value: Any) -> str:
+    return "unset" if value is None else toml_value(value)

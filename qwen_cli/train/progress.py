@@ -3,7 +3,8 @@
 :class:`RunProgress` shows a rich progress bar with ETA and a live line of metrics when stderr
 is a terminal, and prints one plain line per logged step otherwise (logs, CI, pipes).
 :class:`MetricsWriter` appends one JSON object per logged step to ``metrics.jsonl``; on resume
-it first drops records past the resumed step, so the file reads as one uninterrupted run.
+it first drops records past the resumed step, so the file reads as one uninterrupted run. The
+file is strict JSON: a NaN or infinite number is written as ``null``.
 Both are no-ops on ranks other than 0, so callers need no ``if rank == 0`` around them.
 """
 
@@ -44,6 +45,11 @@ def format_metrics(metrics: Mapping[str, float], keys: tuple[str, ...] | None = 
     return "  ".join(parts)
 
 
+def _finite_or_none(value: object) -> object:
+    """``None`` (JSON ``null``) for a NaN or infinite float, any other value as it is."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
 class MetricsWriter:
     """Append-only ``metrics.jsonl`` (one object per line, flushed per record)."""
 
@@ -75,7 +81,8 @@ class MetricsWriter:
     def write(self, record: Mapping) -> None:
         if self._handle is None:
             return
-        self._handle.write(json.dumps(dict(record), allow_nan=False, default=float) + "\n")
+        finite = {key: _finite_or_none(value) for key, value in record.items()}
+        self._handle.write(json.dumps(finite, allow_nan=False, default=float) + "\n")
         self._handle.flush()
 
     def close(self) -> None:

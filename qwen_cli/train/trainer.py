@@ -11,10 +11,32 @@ accumulation, clipping, autocast (``train.dtype``), seeds, periodic validation, 
 ``torchrun`` (``distributed``) and signals (``run_control``): on SIGINT/SIGTERM the current step
 finishes, a checkpoint is saved and the run stops with exit code 130 / 143 (128 + signal); a
 second signal aborts at once (the previous checkpoint stays valid: saves are atomic).
+
+The run directory (layout in ``qwen_cli.checkpoint.train_state``) is guarded by ``checkpointing``:
+
+* A run starts only in a directory holding no run (``recipe.toml``, ``metrics.jsonl``,
+  ``checkpoints/``, ``final/``) unless ``resume`` (continue it) or ``overwrite`` (its files are
+  removed once the model is built); this is checked before the stage is built. Leftovers of writes
+  killed midway (``.final.tmp-*``, ``checkpoints/.step_*`` ...) are removed at every start.
+* ``resume`` restores the newest valid checkpoint after comparing the recipe with the run's
+  ``recipe.toml``; only the keys in :data:`RESUMABLE` may differ, as they change neither the
+  maths of a step nor the random numbers it draws. ``logging.*``, ``checkpoint.*``,
+  ``train.val_every``, ``train.val_batches`` (validation runs in eval mode on fixed batches) and
+  ``train.peak_flops`` keep the resumed run bit-exact; ``distributed.*``, ``train.compile``,
+  ``train.device``, ``train.loss_chunk_tokens`` and ``model.attention_backend`` trade speed and
+  memory for rounding (the same sums in another order). Everything else must match: the model,
+  data, optimizer, schedule, batch layout, seed, dtype, and ``train.steps`` / ``train.tokens`` too,
+  because the warm-up and decay are laid out over the total step count, so a longer run would jump
+  the learning rate at the resumed step.
+* Resuming a run that already finished (its newest checkpoint is the last step's and ``final/``
+  exists) changes nothing and returns exit code 0.
+* A step whose loss or gradient norm is not finite stops the run with one line (``RunFailed``,
+  exit code 1); that step is neither logged nor saved, so the newest checkpoint stays the last good one.
 """
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from dataclasses import dataclass
@@ -27,11 +49,11 @@ from rich.console import Console
 
 from qwen_cli.checkpoint import train_state as ts
 from qwen_cli.data.shards import BatchLayout
-from qwen_cli.errors import UserError
+from qwen_cli.errors import RunFailed, UserError
 from qwen_cli.fsutil import atomic_file
 from qwen_cli.recipe import Recipe
+from qwen_cli.train import checkpointing as ckpt
 from qwen_cli.train import distributed as dist
-from qwen_cli.train.checkpointing import FINAL, newest_checkpoint, write_checkpoint, write_final
 from qwen_cli.train.mfu import measure_peak_flops
 from qwen_cli.train.optim import build_optimizer, lr_at, set_lr
 from qwen_cli.train.progress import MetricsWriter, RunProgress
@@ -39,6 +61,9 @@ from qwen_cli.train.run_control import StopSignals, seed_everything
 from qwen_cli.train.stage import LossModule, Stage
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+RESUMABLE = ("logging.*", "checkpoint.*", "distributed.*", "train.val_every", "train.val_batches",
+             "train.peak_flops", "train.compile", "train.device", "train.loss_chunk_tokens",
+             "model.attention_backend")  # recipe keys a resume may change (see the module docstring)
 
 
 @dataclass
@@ -54,8 +79,10 @@ class Trainer:
     """Runs a :class:`Stage` for ``train.steps`` optimizer steps into ``run_dir``."""
 
     def __init__(self, stage: Stage, recipe: Recipe, run_dir: str | Path, resume: bool = False,
-                 console: Console | None = None) -> None:
+                 console: Console | None = None, overwrite: bool = False) -> None:
         self.stage, self.recipe, self.run_dir, self.resume = stage, recipe, Path(run_dir), resume
+        self.overwrite = overwrite
+        ckpt.check_run_dir(self.run_dir, resume, overwrite)
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.info = dist.init(recipe.train.device, recipe.distributed.backend)
         self.autocast_dtype = DTYPES[recipe.train.dtype]
@@ -98,12 +125,23 @@ class Trainer:
                         "validation fraction")
         self.params = [p for p in self.module.parameters() if p.requires_grad]
 
-    def _restore(self) -> tuple[int, int]:
-        """Load the newest valid checkpoint; returns (step, tokens_seen) or (0, 0) when none."""
-        path = newest_checkpoint(self.run_dir, lambda line: self._print(f"[yellow]skipping damaged checkpoint:[/] {line}"))
+    def _checkpoint_to_resume(self) -> Path | None:
+        """The newest valid checkpoint (None: start at step 0) once the recipe is known to fit the run."""
+        path = ckpt.newest_checkpoint(self.run_dir, lambda line: self._print(f"[yellow]skipping damaged checkpoint:[/] {line}"))
         if path is None:
             self._print(f"no checkpoint in {self.run_dir / ts.CHECKPOINTS}: starting from step 0")
-            return 0, 0
+            return None
+        ckpt.check_resumable(self.run_dir, self.resolved_recipe.to_dict(), RESUMABLE)
+        return path
+
+    def _prepare_run_dir(self) -> None:
+        """Rank 0: remove the replaced run (``overwrite``) and the leftovers of writes killed midway."""
+        if self.overwrite:
+            ckpt.remove_run(self.run_dir)
+        ckpt.remove_leftovers(self.run_dir)
+
+    def _restore(self, path: Path) -> tuple[int, int]:
+        """Load checkpoint ``path``; returns (step, tokens_seen)."""
         state, optim_state, payload = ts.read_train_state(path)
         model_state = {f"model.{k}": v for k, v in self.stage.read_model_state(path, self.model_config).items()}
         dist.load_full_model_state(self.module, model_state)
@@ -134,7 +172,7 @@ class Trainer:
     def _save(self, step: int, tokens_seen: int, final: bool) -> Path | None:
         """Checkpoint ``step`` (and the final model dir when ``final``); rank 0 writes."""
         model_state, optim_state = self._gathered_states()
-        final_dir = self.run_dir / FINAL if final else None
+        final_dir = self.run_dir / ckpt.FINAL if final else None
         if self.info.is_main:
             text = self.resolved_recipe.to_toml()
 
@@ -142,9 +180,9 @@ class Trainer:
                 self.stage.write_model(directory, model_state, self.model_config, text)
 
             state = ts.TrainState(step, self.total_steps, tokens_seen, self.batches.state_dict())
-            write_checkpoint(self.run_dir, state, optim_state, write_model, self.recipe.checkpoint.keep_last)
+            ckpt.write_checkpoint(self.run_dir, state, optim_state, write_model, self.recipe.checkpoint.keep_last)
             if final:
-                write_final(self.run_dir, write_model)
+                ckpt.write_final(self.run_dir, write_model)
         dist.barrier(self.info)
         return final_dir
 
@@ -195,37 +233,61 @@ class Trainer:
         with torch.random.fork_rng(devices=devices):
             return measure_peak_flops(self.info.device, self.autocast_dtype)
 
-    # ----- the loop ----------------------------------------------------------------------
-    def run(self) -> TrainResult:
-        self._build()
-        main = self.info.is_main
-        start_step, tokens_seen = self._restore() if self.resume else (0, 0)
-        if main:
-            with atomic_file(self.run_dir / "recipe.toml") as handle:
-                handle.write(self.resolved_recipe.to_toml())
-            ts.prune_checkpoints(self.run_dir, 0)  # leftovers of a save killed midway
-        writer = MetricsWriter(self.run_dir / "metrics.jsonl", enabled=main,
-                               resume_step=start_step if self.resume else None)
-        peak = self.recipe.train.peak_flops or self._measure_peak()
-        flops_per_token = self.stage.flops_per_token(self.model)
+    def _announce(self, peak: float) -> None:
         n_params = sum(p.numel() for p in self.model.parameters())
         self._print(f"{self.stage.name}: {n_params / 1e6:.1f}M parameters, {self.total_steps} steps of "
                     f"{self.recipe.train.batch_tokens:,} tokens ({self.layout.accum_steps} micro steps × "
                     f"{self.layout.micro_batch_size} seq × {self.info.world_size} rank(s)), device {self.info.device}, "
                     f"{self.recipe.train.dtype}; peak {peak / 1e9:.0f} GFLOP/s per device")
+
+    def _check_finite(self, step: int, metrics: dict[str, float]) -> None:
+        """RunFailed when ``step`` diverged; its state is never saved, so the newest checkpoint stays good."""
+        loss, grad_norm = metrics["loss"], metrics["grad_norm"]
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            return
+        kept = ts.list_checkpoints(self.run_dir)
+        raise RunFailed(f"training diverged at step {step} (loss {loss:.4g}, grad_norm {grad_norm:.4g}); stopped "
+                        f"without saving it (newest checkpoint: {kept[-1][1] if kept else 'none'})")
+
+    # ----- the loop ----------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        self._build()
+        checkpoint = self._checkpoint_to_resume() if self.resume else None
+        if self.info.is_main:
+            self._prepare_run_dir()
+        if checkpoint is not None and ckpt.is_finished(self.run_dir, checkpoint, self.total_steps):
+            final_dir = self.run_dir / ckpt.FINAL
+            self._print(f"the run already finished at step {self.total_steps} ({final_dir}); nothing to do")
+            return TrainResult(self.run_dir, final_dir, self.total_steps, 0, {})
+        start_step, tokens_seen = self._restore(checkpoint) if checkpoint is not None else (0, 0)
+        if self.info.is_main:
+            with atomic_file(self.run_dir / ckpt.RECIPE_FILE) as handle:
+                handle.write(self.resolved_recipe.to_toml())
+        writer = MetricsWriter(self.run_dir / ckpt.METRICS_FILE, enabled=self.info.is_main,
+                               resume_step=start_step if self.resume else None)
+        try:
+            return self._train(start_step, tokens_seen, writer)
+        finally:
+            writer.close()
+
+    def _train(self, step: int, tokens_seen: int, writer: MetricsWriter) -> TrainResult:
+        """Optimizer steps from ``step`` to the end (or a stop signal), then the final validation and save."""
+        peak = self.recipe.train.peak_flops or self._measure_peak()
+        flops_per_token = self.stage.flops_per_token(self.model)
+        self._announce(peak)
         log_every, val_every = self.recipe.logging.log_every, self.recipe.train.val_every
         every = self.recipe.checkpoint.every
         record: dict[str, Any] = {}
-        step = start_step
         exit_code = 0
-        progress = RunProgress(self.total_steps, self.stage.name, enabled=main, mode=self.recipe.logging.progress,
-                               console=self.console, start=start_step)
+        progress = RunProgress(self.total_steps, self.stage.name, enabled=self.info.is_main,
+                               mode=self.recipe.logging.progress, console=self.console, start=step)
         with StopSignals() as stop, progress:
             while step < self.total_steps:
                 began = time.perf_counter()
                 metrics = self._train_step(step)
                 elapsed = time.perf_counter() - began
                 step += 1
+                self._check_finite(step, metrics)
                 tokens_seen += int(metrics["tokens"])
                 tok_s = metrics["tokens"] / elapsed
                 record = {"step": step, **metrics, "tokens_seen": tokens_seen, "tok_per_s": tok_s,
@@ -249,29 +311,36 @@ class Trainer:
                     break
                 if every and step % every == 0 and step < self.total_steps:
                     self._save(step, tokens_seen, final=False)
-        final_dir = None
-        if exit_code == 0:
-            val = self._validate()
-            if val:
-                record.update(val)
-                writer.write({"step": step, **val})
-                self._print(f"final val_loss {val['val_loss']:.4f} (ppl {val['val_ppl']:.1f})")
-            final_dir = self._save(step, tokens_seen, final=True)
-            self._print(f"saved {final_dir}")
-            if main:
-                self.stage.finish(final_dir, self.console)
-        writer.close()
+        final_dir = self._finish(step, tokens_seen, record, writer) if exit_code == 0 else None
         return TrainResult(self.run_dir, final_dir, step, exit_code, record)
+
+    def _finish(self, step: int, tokens_seen: int, record: dict[str, Any], writer: MetricsWriter) -> Path:
+        """Final validation and save. The validation line is logged after the save, so a run killed
+        while saving and then resumed logs it once."""
+        val = self._validate()
+        record.update(val)
+        if val:
+            self._print(f"final val_loss {val['val_loss']:.4f} (ppl {val['val_ppl']:.1f})")
+        final_dir = self._save(step, tokens_seen, final=True)
+        if val:
+            writer.write({"step": step, **val})
+        self._print(f"saved {final_dir}")
+        if self.info.is_main:
+            self.stage.finish(final_dir, self.console)
+        return final_dir
 
     def close(self) -> None:
         dist.shutdown(self.info)
 
 
 def run_stage(stage_factory, recipe: Recipe, run_dir: str | Path, resume: bool = False,
-              console: Console | None = None) -> TrainResult:
-    """Build the stage, train it to the end (or a stop signal), and leave the process group."""
+              console: Console | None = None, overwrite: bool = False) -> TrainResult:
+    """Build the stage, train it to the end (or a stop signal), and leave the process group.
+
+    The run directory is checked before the stage is built (building may read all its data)."""
+    ckpt.check_run_dir(Path(run_dir), resume, overwrite)
     stage = stage_factory(recipe)
-    trainer = Trainer(stage, recipe, run_dir, resume=resume, console=console)
+    trainer = Trainer(stage, recipe, run_dir, resume=resume, console=console, overwrite=overwrite)
     try:
         return trainer.run()
     finally:
