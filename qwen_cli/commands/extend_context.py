@@ -6,11 +6,13 @@ from pathlib import Path
 
 import typer
 
+from qwen_cli.commands.tokenize import greedy_command
+
 
 def register(app: typer.Typer) -> None:
     """Add ``qwen extend-context`` to the app."""
 
-    @app.command("extend-context")
+    @app.command("extend-context", cls=greedy_command("--corpus"))
     def extend_context(
         checkpoint: Path = typer.Argument(..., help="Checkpoint directory (ours or any HF Qwen2 directory)."),
         out: Path | None = typer.Option(None, "--out", help="Write a copy of CKPT with the settings switched on."),
@@ -25,7 +27,7 @@ def register(app: typer.Typer) -> None:
                                                 help="T, the context the model was trained at (default: the "
                                                      "checkpoint's recipe data.seq_len)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
-        corpus: list[str] = typer.Option([], "--corpus", help="Run the perplexity sweep on these files/dirs."),
+        corpus: list[str] = typer.Option([], "--corpus", help="Run the perplexity sweep on these files/dirs (several may follow one flag)."),
         lengths: str = typer.Option("", "--lengths", help="Comma list of lengths (default: T·2^k up to 16·T)."),
         methods: str = typer.Option(",".join(("plain", "ntk", "ntk+logn", "ntk+logn+window", "ntk-continuous+logn")),
                                     "--methods", help="Sweep rows: plain, ntk, ntk+logn, ntk+logn+window, "

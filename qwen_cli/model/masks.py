@@ -22,9 +22,12 @@ def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:
 def build_mask(t: int, past: int, attention_mask, segment_ids, device) -> torch.Tensor | None:
     """Boolean [B|1, 1, T, past+T] mask (True = may attend), or None for plain causal attention.
 
-    With a cache the mask is always built: torch's CPU SDPA picks a kernel ~100x slower for a
-    one-token query when no mask is given.
+    With a cache the mask is always built for decoding: torch's CPU SDPA picks a kernel ~100x
+    slower for a one-token query when no mask is given. A first forward whose ``attention_mask``
+    hides nothing (no padding) is plain causal attention, so a long prompt never builds a T×T mask.
     """
+    if past == 0 and attention_mask is not None and bool(attention_mask[:, :t].all()):
+        attention_mask = None
     if attention_mask is None and segment_ids is None and past == 0:
         return None
     s = past + t
