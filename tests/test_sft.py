@@ -118,6 +118,22 @@ def test_lora_run_trains_only_target_layers_and_saves_plain_weights(tmp_path):
     assert (result.final_dir / "lora_adapter.safetensors").is_file()
 
 
+def test_chat_checkpoints_tell_transformers_to_stop_at_im_end(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    _, result = sft_run(tmp_path, chat_pairs(2), steps=1)
+    tok = load_tokenizer(result.final_dir)
+    generation = transformers.GenerationConfig.from_pretrained(result.final_dir)
+    assert generation.eos_token_id == [tok.im_end_id, tok.eot_id]
+
+
+def test_sequences_longer_than_the_model_are_refused(tmp_path):
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(p) + "\n" for p in chat_pairs(2)))
+    recipe = load_recipe(write_recipe(tmp_path, pretrained(tmp_path), data), ["data.seq_len=4096"], sections=SECTIONS)
+    with pytest.raises(UserError, match="exceeds the model's max_position_embeddings"):
+        SFTStage(recipe).build_model()
+
+
 def test_lora_merge_equals_wrapped_model():
     torch.manual_seed(0)
     model = QwenModel(ModelConfig(vocab_size=64, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64))

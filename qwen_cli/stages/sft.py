@@ -14,6 +14,7 @@ Recipe sections: the base ones, with ``[data]`` replaced by :class:`ChatDataSect
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -30,6 +31,7 @@ from qwen_cli.data.chat_template import DEFAULT_SYSTEM, ChatStats, ChatTemplate,
 from qwen_cli.data.sft_packing import collate, epoch_rows
 from qwen_cli.data.shards import BatchLayout, ResumableBatches
 from qwen_cli.errors import UserError
+from qwen_cli.interop.qwen2 import GENERATION_CONFIG_FILE, generation_config
 from qwen_cli.model import ModelConfig, QwenModel, lora
 from qwen_cli.recipe import BASE_SECTIONS, ModelSection, Recipe
 from qwen_cli.stages.lm import LanguageModelStage
@@ -160,6 +162,10 @@ class SFTStage(LanguageModelStage):
 
     def build_model(self) -> StageModel:
         model = load_model(self.recipe.init.checkpoint).train()
+        if self.seq_len > model.config.max_position_embeddings:
+            raise UserError(f"{self.recipe.source}: data.seq_len = {self.seq_len} exceeds the model's "
+                            f"max_position_embeddings = {model.config.max_position_embeddings} "
+                            f"({self.recipe.init.checkpoint})")
         if self.tokenizer.vocab_size > model.config.vocab_size:
             raise UserError(f"{self.recipe.init.checkpoint}: tokenizer has {self.tokenizer.vocab_size} tokens, "
                             f"the model only {model.config.vocab_size} embedding rows")
@@ -198,11 +204,14 @@ class SFTStage(LanguageModelStage):
 
     def write_model(self, directory: Path, state: dict[str, torch.Tensor], config: ModelConfig,
                     recipe_text: str) -> None:
-        """Plain Qwen2 weights (LoRA merged) plus, with LoRA, the adapters for exact resume."""
+        """Plain Qwen2 weights (LoRA merged), ``generation_config.json`` with the chat stop ids and, with
+        LoRA, the adapters for exact resume."""
         if self.recipe.lora.rank:
             save_file(lora.adapter_state(state), directory / ADAPTER_FILE)
             state = lora.merge_state(state, self.recipe.lora.alpha / self.recipe.lora.rank)
         super().write_model(directory, state, config, recipe_text)
+        generation = generation_config(self.tokenizer.special_ids)  # transformers' generate stops at <|im_end|>
+        (directory / GENERATION_CONFIG_FILE).write_text(json.dumps(generation, indent=2))
 
     def read_model_state(self, directory: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
         """With LoRA: the frozen base weights of ``init.checkpoint`` plus the saved adapters."""
