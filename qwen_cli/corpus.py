@@ -28,7 +28,7 @@ import json
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -45,6 +45,13 @@ TEXT_UNITS = ("document", "paragraph", "line")
 ON_ERROR = ("error", "skip")
 HUB_PREFIX = "hf:"
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+SKIP_REASONS = {  # ReadStats.skipped keys: (one, several)
+    "empty_file": ("empty file", "empty files"),
+    "empty_document": ("empty document", "empty documents"),
+    "invalid_utf8": ("input with invalid UTF-8", "inputs with invalid UTF-8"),
+    "malformed_json": ("malformed JSON line", "malformed JSON lines"),
+    "missing_field": ("record without a string text field", "records without a string text field"),
+}
 
 
 @dataclass
@@ -69,6 +76,11 @@ class ReadStats:
     def as_dict(self) -> dict:
         return {"sources": [vars(s) for s in self.sources], "skipped": dict(self.skipped),
                 "ignored_files": self.ignored_files}
+
+
+def describe_skipped(skipped: Mapping[str, int]) -> str:
+    """``2 empty files, 1 malformed JSON line`` for a ``skipped`` count by reason."""
+    return ", ".join(f"{n} {SKIP_REASONS[reason][n != 1]}" for reason, n in skipped.items())
 
 
 def _kind(path: Path) -> str:

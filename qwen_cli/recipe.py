@@ -22,8 +22,12 @@ Overrides are ``section.key=value`` where ``value`` is read as a TOML value (``3
 string, so ``--set data.shards=runs/tiny/shards`` needs no quotes. Paths in recipes are
 relative to the current directory (where ``qwen`` runs), not to the recipe file.
 
-Errors (unknown section or key, wrong type, unreadable file) raise ``UserError`` with one
-line naming the file and the key and, for typos, a did-you-mean suggestion.
+Every value is checked when the recipe is read, before anything runs: its type, its range (fields
+made with :func:`ranged`: sizes >= 1, ``optim.lr`` finite and > 0, ``0 <= dropout < 1`` ...) and a
+section's own ``check()`` (rules between its keys: ``[model]`` must make a valid ``ModelConfig``).
+Errors (unknown section or key, wrong type, value out of range, unreadable file) raise ``UserError``
+with one line naming where the value was set (the file or the ``--set``) and the key and, for
+typos, a did-you-mean suggestion.
 """
 
 from __future__ import annotations
@@ -40,6 +44,17 @@ from typing import Any, Literal
 
 from qwen_cli.errors import UserError
 from qwen_cli.model import PRESETS, ModelConfig
+from qwen_cli.model.config import ABOVE_ZERO, NON_NEGATIVE, POSITIVE, ConfigError, Range
+
+RANGE = "range"  # field metadata key of ``ranged``
+FRACTION = Range(0, 1, high_open=True)  # [0, 1)
+
+
+def ranged(default: Any, allowed: Range) -> Any:
+    """A section field whose value (every entry, for a list) must lie in ``allowed``; checked on reading."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={RANGE: allowed})
+    return field(default=default, metadata={RANGE: allowed})
 
 
 @dataclass
@@ -69,19 +84,29 @@ class ModelSection:
     layer_windows: list[int] | None = None
     train_length: int | None = None
 
+    def check(self) -> None:
+        """The shape must make a valid ``ModelConfig`` (an unset vocabulary stands in as one token)."""
+        self._config(vocab_size=1)
+
     def to_config(self, vocab_size: int | None = None) -> ModelConfig:
         """The ``ModelConfig`` (``vocab_size`` fills in when the recipe leaves it unset)."""
+        try:
+            return self._config(vocab_size)
+        except ConfigError as exc:
+            raise UserError(exc.at("[model]", "model.")) from None
+
+    def _config(self, vocab_size: int | None) -> ModelConfig:
+        """``to_config`` raising ``ConfigError`` (the key and what is wrong) for an invalid shape."""
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ConfigError("preset", f"must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         explicit = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "preset"}
         explicit = {k: v for k, v in explicit.items() if v is not None}
-        preset_fields = PRESETS.get(self.preset, {}) if self.preset is not None else {}
+        preset_fields = PRESETS[self.preset] if self.preset is not None else {}
         if "vocab_size" not in explicit and "vocab_size" not in preset_fields and vocab_size is not None:
             explicit["vocab_size"] = vocab_size
-        try:
-            if self.preset is not None:
-                return ModelConfig.preset(self.preset, **explicit)
-            return ModelConfig(**explicit)
-        except (KeyError, ValueError) as exc:
-            raise UserError(f"[model]: {exc.args[0]}") from None
+        if self.preset is not None:
+            return ModelConfig.preset(self.preset, **explicit)
+        return ModelConfig(**explicit)
 
 
 @dataclass
@@ -103,62 +128,69 @@ class DataSection:
 
     shards: str = ""
     sources: list[WeightedShards] = field(default_factory=list)
-    seq_len: int = 2048
+    seq_len: int = ranged(2048, POSITIVE)
 
 
 @dataclass
 class OptimSection:
     """AdamW. Weight decay applies to matrices and embeddings, never to biases or norm gains."""
 
-    lr: float = 3e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
-    eps: float = 1e-8
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0  # max global gradient L2 norm; 0 disables clipping
+    lr: float = ranged(3e-4, ABOVE_ZERO)
+    betas: list[float] = ranged([0.9, 0.95], FRACTION)
+    eps: float = ranged(1e-8, ABOVE_ZERO)
+    weight_decay: float = ranged(0.1, NON_NEGATIVE)
+    grad_clip: float = ranged(1.0, NON_NEGATIVE)  # max global gradient L2 norm; 0 disables clipping
     fused: bool = True  # fused AdamW kernel when the device supports it
+
+    def check(self) -> None:
+        """Two betas: the decay rates of the first and second moment estimates."""
+        if len(self.betas) != 2:
+            raise ConfigError("betas", f"must have two entries, got {toml_value(self.betas)}")
 
 
 @dataclass
 class ScheduleSection:
     """Linear warm-up over ``warmup_steps`` (or ``warmup_ratio`` of all steps), then decay."""
 
-    warmup_steps: int = 0
-    warmup_ratio: float = 0.0
+    warmup_steps: int = ranged(0, NON_NEGATIVE)
+    warmup_ratio: float = ranged(0.0, FRACTION)
     decay: Literal["cosine", "linear", "constant"] = "cosine"
-    min_lr_ratio: float = 0.1  # the final learning rate as a fraction of the peak
+    min_lr_ratio: float = ranged(0.1, Range(0, 1))  # the final learning rate as a fraction of the peak
 
 
 @dataclass
 class TrainSection:
     """Length and shape of the run. ``batch_tokens`` is global (all ranks, all micro steps)."""
 
-    batch_tokens: int = 4_194_304
-    micro_batch_size: int = 1  # sequences per rank per forward/backward
-    steps: int = 0  # optimizer steps; 0 = tokens // batch_tokens
-    tokens: int = 0  # total training tokens (used when steps = 0)
+    batch_tokens: int = ranged(4_194_304, POSITIVE)
+    micro_batch_size: int = ranged(1, POSITIVE)  # sequences per rank per forward/backward
+    steps: int = ranged(0, NON_NEGATIVE)  # optimizer steps; 0 = tokens // batch_tokens
+    tokens: int = ranged(0, NON_NEGATIVE)  # total training tokens (used when steps = 0)
     dtype: Literal["float32", "bfloat16"] = "bfloat16"  # autocast dtype; master weights stay fp32
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 1234
+    seed: int = ranged(1234, NON_NEGATIVE)
     compile: bool = False  # torch.compile each transformer block
-    loss_chunk_tokens: int = 4096  # tokens per chunk of the fused output-projection + cross-entropy
-    val_every: int = 0  # steps between validation passes; 0 = only at the end
-    val_batches: int = 8  # micro batches (all ranks together) of the held-out split per validation
-    peak_flops: float = 0.0  # per-device peak FLOP/s for MFU; 0 = measure a matmul at start
+    # tokens per chunk of the fused output-projection + cross-entropy; 0 = sized from the vocabulary
+    loss_chunk_tokens: int = ranged(4096, NON_NEGATIVE)
+    val_every: int = ranged(0, NON_NEGATIVE)  # steps between validation passes; 0 = only at the end
+    # micro batches (all ranks together) of the held-out split per validation
+    val_batches: int = ranged(8, NON_NEGATIVE)
+    peak_flops: float = ranged(0.0, NON_NEGATIVE)  # per-device peak FLOP/s for MFU; 0 = measure a matmul at start
 
 
 @dataclass
 class CheckpointSection:
     """Checkpoints under ``OUT/checkpoints/step_NNNNNN``; ``every`` = 0 saves only at the end."""
 
-    every: int = 0
-    keep_last: int = 3
+    every: int = ranged(0, NON_NEGATIVE)
+    keep_last: int = ranged(3, NON_NEGATIVE)  # 0 keeps every checkpoint
 
 
 @dataclass
 class LoggingSection:
     """Console and ``metrics.jsonl`` cadence."""
 
-    log_every: int = 1
+    log_every: int = ranged(1, POSITIVE)
     progress: Literal["auto", "rich", "plain", "none"] = "auto"
 
 
@@ -311,11 +343,16 @@ def _coerce_table(value: Any, cls: type) -> tuple[bool, Any]:
     return True, cls(**kwargs)
 
 
-def _build_section(cls: type, values: dict, where: str, name: str) -> Any:
+def _build_section(cls: type, name: str, values: dict[str, tuple[Any, str]], source: str) -> Any:
+    """Section ``name`` from ``values`` (key -> (value, where it was set)), type- and range-checked.
+
+    Errors name where the offending key was set: the recipe file (``source``, also for defaults)
+    or the ``--set`` that set it.
+    """
     hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     kwargs = {}
-    for key, value in values.items():
+    for key, (value, where) in values.items():
         if key not in known:
             raise UserError(f"{where}: unknown key '{name}.{key}'{_suggest(key, known, name + '.')}")
         ok, converted = _coerce(value, hints[key])
@@ -324,7 +361,26 @@ def _build_section(cls: type, values: dict, where: str, name: str) -> Any:
                 f"{where}: '{name}.{key}' must be {_type_name(hints[key])}, got {toml_value_safe(value)}"
             )
         kwargs[key] = converted
-    return cls(**kwargs)
+    section = cls(**kwargs)
+    try:
+        _check_ranges(section)
+        if hasattr(section, "check"):
+            section.check()
+    except ConfigError as exc:
+        raise UserError(exc.at(values.get(exc.key, (None, source))[1], f"{name}.")) from None
+    return section
+
+
+def _check_ranges(section: Any) -> None:
+    """``ConfigError`` for the first field (or list entry) of ``section`` outside its ``ranged`` range."""
+    for f in fields(section):
+        allowed, value = f.metadata.get(RANGE), getattr(section, f.name)
+        if allowed is None:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            problem = allowed.violation(item)
+            if problem is not None:
+                raise ConfigError(f.name, f"entries {problem}" if isinstance(value, list) else problem)
 
 
 def toml_value_safe(value: Any) -> str:
@@ -369,21 +425,19 @@ def build_recipe(
 ) -> Recipe:
     """Typed recipe from a parsed TOML mapping plus ``--set`` overrides."""
     sections = BASE_SECTIONS if sections is None else sections
-    merged: dict[str, dict] = {}
+    merged: dict[str, dict[str, tuple[Any, str]]] = {name: {} for name in sections}
     for name, values in data.items():
         if name not in sections:
             raise UserError(f"{source}: unknown section [{name}]{_suggest(name, sections)}")
         if not isinstance(values, dict):
             raise UserError(f"{source}: '{name}' must be a table ([{name}]), got {toml_value_safe(values)}")
-        merged[name] = dict(values)
-    built = {name: _build_section(cls, merged.get(name, {}), source, name) for name, cls in sections.items()}
+        merged[name] = {key: (value, source) for key, value in values.items()}
     for text in overrides:
         name, key, value = parse_override(text)
         if name not in sections:
             raise UserError(f"--set {text}: unknown section '{name}'{_suggest(name, sections)}")
-        merged.setdefault(name, {})[key] = value
-        built[name] = _build_section(sections[name], merged[name], f"--set {text}", name)
-    return Recipe(built, source)
+        merged[name][key] = (value, f"--set {text}")
+    return Recipe({name: _build_section(cls, name, merged[name], source) for name, cls in sections.items()}, source)
 
 
 def load_recipe(

@@ -109,3 +109,32 @@ def test_cli_train_then_encode_with_the_trained_directory(tmp_path: Path, run_qw
         "--out", str(tmp_path / "shards"), "--workers", "1")
     manifest = read_manifest(tmp_path / "shards")
     assert manifest["tokenizer"]["hash"] == summary["hash"] and manifest["tokenizer"]["vocab_size"] == 800
+
+
+def test_long_pretokens_are_cut_before_counting() -> None:
+    from collections import Counter
+
+    from qwen_cli.tokenizer.bpe import MAX_PRETOKEN_CHARS, _hf_trainer_tokenizer, count_pretokens
+
+    text = "x" * (2 * MAX_PRETOKEN_CHARS + 5) + " ok"
+    assert count_pretokens([text]) == Counter({"x" * MAX_PRETOKEN_CHARS: 2, "xxxxx": 1, " ok": 1})
+    hf_pieces = [piece for piece, _ in _hf_trainer_tokenizer().pre_tokenizer.pre_tokenize_str(text)]
+    assert hf_pieces == ["x" * MAX_PRETOKEN_CHARS] * 2 + ["xxxxx", "Ġok"]
+
+
+def test_a_200kb_line_without_spaces_trains_and_encodes_in_seconds(tmp_path: Path, run_qwen) -> None:
+    """One 200 KB pre-token: training was quadratic in its length (30 KB of one letter took 39 s)."""
+    import random
+    import string
+    import time
+
+    corpus = tmp_path / "line.txt"
+    letters = random.Random(0).choices(string.ascii_lowercase, k=100_000)
+    corpus.write_text("a" * 100_000 + "".join(letters) + "\n")
+    start = time.perf_counter()
+    code, _, err = run_qwen("tokenize", "train", "--corpus", corpus, "--vocab-size", "1000", "--out", tmp_path / "tok")
+    assert code == 0, err
+    code, _, err = run_qwen("tokenize", "encode", "--tokenizer", tmp_path / "tok", "--input", corpus,
+                            "--out", tmp_path / "shards", "--workers", "1", "--val-fraction", "0")
+    assert code == 0, err
+    assert time.perf_counter() - start < 20

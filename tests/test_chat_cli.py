@@ -59,7 +59,7 @@ def test_piped_stdin_one_reply_per_line_stops_at_im_end(ckpts):
     stop, _ = ckpts
     proc = qwen("chat", str(stop), input="hello\n你好吗?\n")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"{TEXT}\n{TEXT}\n"  # multi-byte characters intact, no <|im_end|> text
+    assert proc.stdout == f"{TEXT}\n\x1e\n{TEXT}\n"  # a separator line between replies, whole characters
 
 
 def test_json_messages_file_and_length_limit(ckpts, tmp_path):

@@ -167,7 +167,7 @@ def test_chunks_are_exact_length_from_long_enough_documents_within_the_budget():
 def tiny_ckpt(tmp_path_factory):
     root = tmp_path_factory.mktemp("ctx")
     torch.manual_seed(0)
-    model = QwenModel(ModelConfig(vocab_size=384, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
+    model = QwenModel(ModelConfig(vocab_size=512, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64,
                                   max_position_embeddings=32))
     save_model(root / "ckpt", model, Tokenizer({bytes([i]): i for i in range(256)}, name="bytes"))
     corpus = root / "corpus.txt"
@@ -205,3 +205,14 @@ def test_cli_bad_input_is_one_line_exit_2(tiny_ckpt, tmp_path, run_qwen, args, m
     code, _, err = run_qwen("extend-context", tiny_ckpt / "ckpt", *args)
     assert code == 2 and message in err
     assert not (tmp_path / "out").exists()
+
+
+def test_convert_to_hf_names_what_transformers_cannot_express(tiny_ckpt, tmp_path, run_qwen):
+    code, _, err = run_qwen("extend-context", tiny_ckpt / "ckpt", "--out", tmp_path / "ext", "--window", "4,8",
+                            "--train-length", 16)
+    assert code == 0 and err.count("note: transformers' Qwen2 cannot express") == 3
+    code, out, err = run_qwen("convert", tmp_path / "ext", tmp_path / "hf", "--to", "hf", "--json")
+    assert code == 0, err
+    assert [n.split()[0] for n in json.loads(out)["not_expressible"]] == ["dynamic", "LogN", "several"]
+    code, out, _ = run_qwen("convert", tiny_ckpt / "ckpt", tmp_path / "plain", "--to", "hf", "--json")
+    assert json.loads(out)["not_expressible"] == []

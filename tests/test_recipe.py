@@ -1,15 +1,17 @@
-"""Recipes: typed sections, overrides, errors naming file and key, TOML round trip, shipped recipes."""
+"""Recipes: typed sections, overrides, errors naming file and key (type, range, shape), TOML round trip, shipped recipes."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import typing
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
 from qwen_cli.errors import UserError
-from qwen_cli.recipe import BASE_SECTIONS, build_recipe, load_recipe, parse_override
+from qwen_cli.recipe import BASE_SECTIONS, RANGE, ModelSection, build_recipe, load_recipe, parse_override
 from qwen_cli.stages.pretrain import SECTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +58,32 @@ def test_bad_recipes_name_file_and_key(tmp_path, text, overrides, message):
     with pytest.raises(UserError) as info:
         load_recipe(write(tmp_path, text), overrides)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_every_numeric_recipe_key_has_a_range():
+    """Every int/float (or list of floats) key of every base section but [model] (checked by ModelConfig)."""
+    for name, cls in BASE_SECTIONS.items():
+        if cls is ModelSection:
+            continue
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            if hints[f.name] in (int, float, list[float], list[int]):
+                assert RANGE in f.metadata, f"{name}.{f.name} has no range"
+
+
+def test_range_errors_name_where_the_key_was_set(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text("[train]\nmicro_batch_size = 0\n[model]\nhidden_size = 128\nnum_heads = 4\n")
+    with pytest.raises(UserError) as info:
+        load_recipe(path)
+    assert str(info.value) == f"{path}: 'train.micro_batch_size' must be >= 1, got 0"
+    # the final values are checked: a bad file value replaced by a --set, or a shape valid only once
+    # every --set is applied (128 / 6 is not whole, 96 / 6 is), are no error
+    recipe = load_recipe(path, ["train.micro_batch_size=2", "model.num_heads=6", "model.hidden_size=96"])
+    assert (recipe.train.micro_batch_size, recipe.model.num_heads, recipe.model.hidden_size) == (2, 6, 96)
+    with pytest.raises(UserError) as info:
+        load_recipe(path, ["train.micro_batch_size=2", "model.num_heads=5"])
+    assert str(info.value) == "--set model.num_heads=5: 'model.num_heads' must divide hidden_size 128, got 5"
 
 
 def test_missing_file(tmp_path):

@@ -59,6 +59,7 @@ class ConvertResult:
     num_tensors: int
     num_parameters: int
     files: list[str]
+    not_expressible: list[str]  # settings transformers' Qwen2 cannot express (it runs without them)
 
 
 def read_hf_config(src: Path) -> dict:
@@ -170,4 +171,4 @@ def convert(
             files = sorted(p.name for p in tmp.iterdir())
     num_parameters = sum(math.prod(shape) for shape in qwen2.expected_shapes(config).values())
     return ConvertResult(str(src), str(dst), fmt, target, str(out_dtype).removeprefix("torch."),
-                         len(plan), num_parameters, files)
+                         len(plan), num_parameters, files, qwen2.hf_limitations(config))

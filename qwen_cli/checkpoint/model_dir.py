@@ -38,6 +38,7 @@ from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_dir
 from qwen_cli.interop.qwen2 import config_from_hf, config_to_hf, from_hf_state_dict, to_hf_state_dict
 from qwen_cli.model import ModelConfig, QwenModel
+from qwen_cli.model.config import ConfigError
 from qwen_cli.model.rope import rotary_inv_freq
 from qwen_cli.tokenizer import load_tokenizer
 
@@ -73,14 +74,21 @@ def save_model(target, model: QwenModel, tokenizer=None, recipe_text: str | None
 
 
 def read_config(directory: Path) -> ModelConfig:
+    """The ``ModelConfig`` of a checkpoint directory, checked (types, ranges, size) before any tensor
+    exists; a ``UserError`` names ``config.json`` and the key at fault."""
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise UserError(f"{directory}: not a checkpoint directory (no {CONFIG_FILE})")
     try:
         hf = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: invalid JSON ({exc})") from None
+    if not isinstance(hf, dict):
+        raise UserError(f"{path}: not a JSON object")
+    try:
         return config_from_hf(hf)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{path}: invalid model config ({exc})") from None
+    except ConfigError as exc:
+        raise UserError(exc.at(str(path))) from None
 
 
 def copy_with_config(src: Path, dst: Path, config: ModelConfig, overwrite: bool = False) -> None:

@@ -21,6 +21,7 @@ def chat(
 ) -> int:
     """Chat with a model: a terminal REPL, or one user message per line when stdin is not a terminal.
 
+    Piped, a line holding only the ASCII record separator (\\x1e) separates replies (--json: one object per reply).
     Commands: /reset, /system TEXT, /save FILE, /exit. Ctrl-C stops a reply and returns to the prompt.
     """
     if top_p <= 0:  # typer's bounds are inclusive; checked before the slow imports below

@@ -42,8 +42,9 @@ def convert(
     from qwen_cli.checkpoint.convert import convert as run
 
     shard_bytes = parse_size(shard_size)
+    stderr = Console(stderr=True)
     progress = Progress(TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=Console(stderr=True), transient=True, disable=as_json)
+                        console=stderr, transient=True, disable=as_json or not stderr.is_terminal)
     task = progress.add_task("tensors", total=None)
 
     def on_start(total: int) -> None:  # the input has been checked: show the bar from here on
@@ -61,6 +62,9 @@ def convert(
     else:
         Console().print(f"{result.source_format} -> {result.target}: {result.num_tensors} tensors, "
                         f"{result.num_parameters:,} parameters ({result.dtype}) written to {result.dst}", markup=False)
+        for item in result.not_expressible:
+            Console(stderr=True).print(f"note: transformers' Qwen2 cannot express {item}; it runs without it",
+                                       markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -19,7 +19,7 @@ def sft(
     """Fine-tune a pretrained checkpoint on ChatML conversations (loss on assistant replies only).
 
     Data: JSONL with `messages`, ShareGPT `conversations` or alpaca `instruction/input/output`.
-    Optional LoRA ([lora] rank > 0), merged into the saved weights. Same trainer, checkpoints,
+    Optional LoRA (\\[lora] rank > 0), merged into the saved weights. Same trainer, checkpoints,
     resume and torchrun support as `qwen pretrain`.
     """
     from qwen_cli.commands.training import run_recipe

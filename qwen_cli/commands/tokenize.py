@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from typer.core import TyperCommand
 
+from qwen_cli.corpus import describe_skipped
+
 ON_ERROR_HELP = "error: stop at the first bad input (exit 2); skip: skip it and report counts"
 TEXT_UNIT_HELP = "for text files: one document per file, per blank-line paragraph, or per line"
 
@@ -110,7 +112,8 @@ def encode(
     text_field: TextField = "text",
     val_fraction: float = typer.Option(0.01, "--val-fraction", help="fraction of documents held out"),
     seed: int = typer.Option(0, "--seed", min=0, help="document shuffle seed"),
-    workers: int | None = typer.Option(None, "--workers", min=1, help="encoding processes (default: all cores, at most 8)"),
+    workers: int | None = typer.Option(None, "--workers", min=1,
+                                       help="encoding processes, at most the cores (default: all cores, at most 8)"),
     shard_tokens: int = typer.Option(1 << 26, "--shard-tokens", help="maximum tokens per shard file"),
     text_unit: TextUnit = "document",
     on_error: OnError = "error",
@@ -118,9 +121,12 @@ def encode(
     as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
 ) -> None:
     """Encode documents into shuffled uint32 shards with a validation split and a manifest."""
-    from qwen_cli.data.encode import encode_corpus
+    from qwen_cli.data.encode import available_cores, encode_corpus
 
-    with RichProgress(Console(stderr=True)) as progress:
+    console = Console(stderr=True)
+    if workers is not None and workers > available_cores():
+        console.print(f"--workers {workers}: using {available_cores()}, the cores available", markup=False)
+    with RichProgress(console) as progress:
         manifest = encode_corpus(inputs, tokenizer, out, text_field=text_field, val_fraction=val_fraction,
                                  seed=seed, workers=workers, shard_tokens=shard_tokens, on_error=on_error,
                                  text_unit=text_unit, overwrite=overwrite, progress=progress)
@@ -160,7 +166,7 @@ def _report(result: dict, as_json: bool, line: str) -> None:
     else:
         skipped = result.get("skipped") or {}
         if skipped:
-            line += "; skipped " + ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in skipped.items())
+            line += "; skipped " + describe_skipped(skipped)
         Console(highlight=False).print(line, markup=False)
 
 

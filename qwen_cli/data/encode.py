@@ -69,6 +69,11 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     return manifest
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity where the platform reports it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _init_worker(tokenizer_dir: str) -> None:
     global _worker_tok
     _worker_tok = load_tokenizer(tokenizer_dir)
@@ -182,6 +187,7 @@ def encode_corpus(inputs: list[str], tokenizer: str, out: str | os.PathLike, *, 
                   text_unit: str = "document", overwrite: bool = False, progress=None) -> dict:
     """Read, encode, shuffle, split and write shards; returns the manifest.
 
+    ``workers`` encoding processes (at most the available cores; default: all of them, at most 8).
     ``progress`` is an optional object with ``start(phase, total, unit="bytes")`` and
     ``advance(n)`` (the CLI passes a rich progress bar adapter).
     """
@@ -189,8 +195,10 @@ def encode_corpus(inputs: list[str], tokenizer: str, out: str | os.PathLike, *, 
         raise UserError(f"--shard-tokens must be positive, not {shard_tokens}")
     if not 0 <= val_fraction < 1:  # checked before reading anything, not after encoding it all
         raise UserError(f"--val-fraction must be in [0, 1), not {val_fraction}")
+    if seed < 0:
+        raise UserError(f"--seed must be >= 0, not {seed}")
     tok = load_tokenizer(tokenizer)
-    workers = max(1, workers if workers is not None else min(os.cpu_count() or 1, 8))
+    workers = max(1, min(workers if workers is not None else 8, available_cores()))
     stats = ReadStats()
     docs = iter_documents(inputs, stats, text_field=text_field, on_error=on_error, text_unit=text_unit)
     total_bytes = input_bytes(inputs)

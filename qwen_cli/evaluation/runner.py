@@ -5,7 +5,8 @@ model's window) go to stderr, the bars only when it is a terminal; the table goe
 
 Exit status: 0 when every requested task ran; 1 when at least one was skipped because its data
 could not be found (the others are still scored and written); 2 for bad input (unknown task,
-unreadable checkpoint or data file, impossible shot count) via ``UserError``.
+unreadable checkpoint or data file, impossible shot count, an ``--out`` that cannot be written:
+checked before the run) via ``UserError``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from qwen_cli.errors import UserError
+from qwen_cli.fsutil import atomic_file, check_writable
 
 OFFLINE_ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -30,6 +32,21 @@ def parse_tasks(text: str) -> list[str]:
     if not tasks or unknown:
         raise UserError(f"--tasks: unknown task {', '.join(unknown) or '(none given)'} (known: {', '.join(SPLITS)})")
     return list(dict.fromkeys(tasks))
+
+
+def _check_device(device: str) -> None:
+    """Refuse a ``--device`` other than cpu, cuda or cuda:N, or a CUDA device this machine lacks."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {device}: expected cpu, cuda or cuda:N")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if parsed.type == "cuda" and (parsed.index or 0) >= count:
+        raise UserError(f"--device {device}: this machine has {count} usable CUDA device(s)")
 
 
 def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit: int | None = None,
@@ -47,8 +64,11 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
         raise UserError("--batch-size must be >= 1")
     if max_gen_toks is not None and max_gen_toks < 1:
         raise UserError("--max-gen-toks must be >= 1")
+    _check_device(device)
     if data_dir is not None and not data_dir.is_dir():
         raise UserError(f"{data_dir}: --data-dir is not a directory")
+    if out is not None:
+        check_writable(out)  # before the run, not after it
     if not allow_hub:
         os.environ.update(OFFLINE_ENV)  # before datasets / lm_eval are imported
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
@@ -107,8 +127,6 @@ def _evaluate(lm, configs: list[dict], limit: int | None, seed: int, max_gen_tok
 
 def _write_json(path: Path, record: dict) -> None:
     import json
-
-    from qwen_cli.fsutil import atomic_file
 
     with atomic_file(path) as handle:
         json.dump(record, handle, indent=1, ensure_ascii=False, default=str)

@@ -9,9 +9,13 @@ printed in halves. A reply ends at ``<|im_end|>`` / ``<|im_start|>`` / ``<|endof
 returns to the prompt.
 
 :func:`run_loop` reads user lines from any line source: a rich prompt on a terminal, or one
-message per line from piped stdin (replies go to stdout, one per line; with ``json_lines``
-one JSON object per reply instead). Lines starting with ``/`` are commands:
-``/reset`` (forget the history), ``/system TEXT`` (new system prompt, history reset),
+message per line from piped stdin. Replies stream to stdout, each followed by a newline. Piped,
+consecutive replies are separated by a line holding only :data:`REPLY_SEPARATOR` (the ASCII record
+separator, invisible on a terminal), so replies that span lines can be split back:
+``stdout.split("\\x1e\\n")`` gives each reply with its newline (only a reply that itself holds
+that character could break this), and one reply is exactly its text. To know when each reply ends
+while it streams, use ``json_lines``: one JSON object per reply. Lines starting with ``/`` are
+commands: ``/reset`` (forget the history), ``/system TEXT`` (new system prompt, history reset),
 ``/save FILE`` (write the conversation as ``{"messages": [...]}``, readable by ``--messages``),
 ``/exit``. A command that fails (a file that cannot be written) is reported and the session goes
 on; user text in command echoes is printed literally, never read as rich markup.
@@ -35,6 +39,8 @@ from qwen_cli.fsutil import atomic_file
 from qwen_cli.inference.generate import generate
 
 COMMANDS = "/reset  /system TEXT  /save FILE  /exit"
+REPLY_SEPARATOR = "\x1e"
+"""Piped, the line between two replies holds only this (ASCII RS), so replies can be split back."""
 
 
 @dataclass
@@ -101,11 +107,8 @@ class ChatSession:
 
     def save(self, path: str) -> None:
         """Write the conversation as ``{"messages": [...]}``; a ``UserError`` if that fails."""
-        try:
-            with atomic_file(Path(path)) as handle:
-                json.dump({"messages": self.messages}, handle, ensure_ascii=False, indent=2)
-        except OSError as exc:
-            raise UserError(f"{path}: cannot write ({exc.strerror})") from None
+        with atomic_file(Path(path)) as handle:
+            json.dump({"messages": self.messages}, handle, ensure_ascii=False, indent=2)
 
 
 def read_messages(path: Path) -> tuple[str | None, list[Message]]:
@@ -199,6 +202,7 @@ def _save(session: ChatSession, path: str, console: Console) -> None:
 
 def run_loop(session: ChatSession, lines: Iterator[str], console: Console, json_lines: bool, interactive: bool) -> None:
     """Answer each line (or run it as a command) until the lines end or /exit."""
+    separate, replied = not (interactive or json_lines), False
     for line in lines:
         if not line.strip():
             continue
@@ -206,4 +210,7 @@ def run_loop(session: ChatSession, lines: Iterator[str], console: Console, json_
             if not command(session, line.strip(), console):
                 return
             continue
+        if separate and replied:
+            _write(f"{REPLY_SEPARATOR}\n")
         answer(session, line, console, json_lines, interactive)
+        replied = True

@@ -24,10 +24,12 @@ Qwen-1's inference-time context extension is kept: ``use_dynamic_ntk`` -> ``rope
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from qwen_cli.errors import UserError
 from qwen_cli.interop.adapter import TensorRef
 from qwen_cli.model import ModelConfig
+from qwen_cli.model.config import ConfigError, config_from, required
 
 MODEL_TYPE = "qwen"
 ARCHITECTURE = "QWenLMHeadModel"
@@ -37,41 +39,42 @@ TENSOR_PREFIX = "transformer.h."
 def model_config(hf: dict, path: Path) -> ModelConfig:
     """``ModelConfig`` from a Qwen-1 ``config.json``; UserError naming the key that is wrong."""
     try:
-        hidden, heads = int(hf["hidden_size"]), int(hf["num_attention_heads"])
-        ffn_double = int(hf["intermediate_size"])
-        layers, vocab = int(hf["num_hidden_layers"]), int(hf["vocab_size"])
-    except KeyError as exc:
-        raise UserError(f"{path}: Qwen-1 config lacks key {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{path}: invalid Qwen-1 config ({exc})") from None
-    if ffn_double % 2:
-        raise UserError(f"{path}: intermediate_size {ffn_double} must be even (it is twice the FFN width)")
-    if hf.get("kv_channels", hidden // heads) != hidden // heads:
+        config = config_from(_values(hf))
+    except ConfigError as exc:
+        raise UserError(exc.at(str(path))) from None
+    if hf.get("kv_channels", config.head_dim) != config.head_dim:
         raise UserError(f"{path}: kv_channels {hf['kv_channels']} differs from hidden_size / num_attention_heads")
-    if float(hf.get("rotary_pct", 1.0)) != 1.0:
+    if hf.get("rotary_pct", 1.0) != 1.0:
         raise UserError(f"{path}: rotary_pct {hf['rotary_pct']} is not supported (rotary on the full head only)")
     if not hf.get("no_bias", True):
         raise UserError(f"{path}: no_bias=false is not supported (bias only on c_attn)")
     if hf.get("tie_word_embeddings", False):
         raise UserError(f"{path}: tie_word_embeddings=true is not a Qwen-1 layout")
-    try:
-        return ModelConfig(
-            vocab_size=vocab,
-            hidden_size=hidden,
-            num_layers=layers,
-            num_heads=heads,
-            intermediate_size=ffn_double // 2,
-            max_position_embeddings=int(hf.get("seq_length", hf.get("max_position_embeddings", 2048))),
-            rope_theta=float(hf.get("rotary_emb_base", 10000.0)),
-            rms_norm_eps=float(hf.get("layer_norm_epsilon", 1e-6)),
-            tie_word_embeddings=False,
-            init_std=float(hf.get("initializer_range", 0.02)),
-            rope_ntk="dynamic" if hf.get("use_dynamic_ntk", False) else "none",
-            logn_attn=bool(hf.get("use_logn_attn", False)),
-            train_length=int(hf.get("seq_length", 0)),
-        )
-    except ValueError as exc:
-        raise UserError(f"{path}: {exc}") from None
+    return config
+
+
+def _values(hf: dict) -> dict[str, tuple[str, Any]]:
+    """``ModelConfig`` field -> (Qwen-1 config.json key, value)."""
+    ffn_double = required(hf, "intermediate_size")
+    if isinstance(ffn_double, int) and ffn_double % 2:
+        raise ConfigError("intermediate_size", f"must be even (it is twice the FFN width), got {ffn_double}")
+    seq_key = "seq_length" if "seq_length" in hf else "max_position_embeddings"
+    return {
+        "vocab_size": ("vocab_size", required(hf, "vocab_size")),
+        "hidden_size": ("hidden_size", required(hf, "hidden_size")),
+        "num_layers": ("num_hidden_layers", required(hf, "num_hidden_layers")),
+        "num_heads": ("num_attention_heads", required(hf, "num_attention_heads")),
+        # a non-integer is passed on as it is, for ModelConfig to refuse
+        "intermediate_size": ("intermediate_size", ffn_double // 2 if isinstance(ffn_double, int) else ffn_double),
+        "max_position_embeddings": (seq_key, hf.get(seq_key, 2048)),
+        "rope_theta": ("rotary_emb_base", hf.get("rotary_emb_base", 10000.0)),
+        "rms_norm_eps": ("layer_norm_epsilon", hf.get("layer_norm_epsilon", 1e-6)),
+        "tie_word_embeddings": ("tie_word_embeddings", False),
+        "init_std": ("initializer_range", hf.get("initializer_range", 0.02)),
+        "rope_ntk": ("use_dynamic_ntk", "dynamic" if hf.get("use_dynamic_ntk", False) else "none"),
+        "logn_attn": ("use_logn_attn", bool(hf.get("use_logn_attn", False))),
+        "train_length": ("seq_length", hf.get("seq_length", 0)),
+    }
 
 
 def plan(config: ModelConfig) -> dict[str, TensorRef]:

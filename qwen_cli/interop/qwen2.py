@@ -17,12 +17,14 @@ transformers and vLLM read besides the weights (:func:`generation_config`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from qwen_cli.errors import UserError
 from qwen_cli.interop.adapter import TensorRef
 from qwen_cli.model import ModelConfig, QwenModel
+from qwen_cli.model.config import ConfigError, config_from, required
 
 MODEL_TYPE = "qwen2"
 GENERATION_CONFIG_FILE = "generation_config.json"
@@ -137,40 +139,78 @@ def hf_limitations(config: ModelConfig) -> list[str]:
     return notes
 
 
-def _windows_from_hf(hf: dict) -> list[int]:
-    """Per-layer windows of a transformers config with ``use_sliding_window`` (``layer_types`` or, in older
-    configs, ``max_window_layers``: layers from that index on use the window)."""
-    if not hf.get("use_sliding_window") or not hf.get("sliding_window"):
-        return []
-    layers, size = hf["num_hidden_layers"], int(hf["sliding_window"])
-    types = hf.get("layer_types") or ["sliding_attention" if i >= hf.get("max_window_layers", 0) else "full_attention"
-                                      for i in range(layers)]
-    return [size if kind == "sliding_attention" else 0 for kind in types]
+def _object(hf: dict, key: str) -> dict:
+    """``hf[key]`` when it is a JSON object, ``{}`` when absent or null."""
+    value = hf.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"must be an object, got {value!r}")
+    return value
+
+
+def _rope(hf: dict) -> dict:
+    """The rope scaling object (``rope_parameters``, or ``rope_scaling`` in older configs), ``{}`` if none."""
+    return _object(hf, "rope_parameters") or _object(hf, "rope_scaling")
+
+
+def _windows_from_hf(hf: dict, layers: int) -> tuple[str, list]:
+    """(the key they come from, per-layer windows) of a transformers config with ``use_sliding_window``:
+    ``layer_types`` or, in older configs, ``max_window_layers`` (layers from that index on use the window)."""
+    size = hf.get("sliding_window")
+    if not hf.get("use_sliding_window") or not size:
+        return "use_sliding_window", []
+    types = hf.get("layer_types")
+    if types:
+        if not isinstance(types, list):
+            raise ConfigError("layer_types", f"must be a list, got {types!r}")
+        return "layer_types", [size if kind == "sliding_attention" else 0 for kind in types]
+    first = hf.get("max_window_layers", 0)
+    if not isinstance(first, int):
+        raise ConfigError("max_window_layers", f"must be an integer, got {first!r}")
+    return "sliding_window", [size if i >= first else 0 for i in range(layers)]
+
+
+def _hf_values(hf: dict, extra: dict) -> dict[str, tuple[str, Any]]:
+    """``ModelConfig`` field -> (config.json key, value), but for ``layer_windows``; ``extra`` = ``hf[EXTRA_KEY]``."""
+    heads = required(hf, "num_attention_heads")
+
+    def ours(name: str, default: Any, key: str | None = None) -> tuple[str, Any]:
+        """Our own key, else transformers' ``key`` (if it has one), else ``default``."""
+        if name in extra or key is None:
+            return f"{EXTRA_KEY}.{name}", extra.get(name, default)
+        return key, hf.get(key, default)
+
+    return {
+        "vocab_size": ("vocab_size", required(hf, "vocab_size")),
+        "hidden_size": ("hidden_size", required(hf, "hidden_size")),
+        "num_layers": ("num_hidden_layers", required(hf, "num_hidden_layers")),
+        "num_heads": ("num_attention_heads", heads),
+        "num_kv_heads": ("num_key_value_heads", hf.get("num_key_value_heads", heads)),
+        "intermediate_size": ("intermediate_size", required(hf, "intermediate_size")),
+        "max_position_embeddings": ("max_position_embeddings", hf.get("max_position_embeddings", 2048)),
+        "rope_theta": ("rope_theta", hf.get("rope_theta", _rope(hf).get("rope_theta", 10000.0))),
+        "rms_norm_eps": ("rms_norm_eps", hf.get("rms_norm_eps", 1e-6)),
+        "tie_word_embeddings": ("tie_word_embeddings", hf.get("tie_word_embeddings", False)),
+        "dropout": ours("dropout", 0.0, "attention_dropout"),
+        "init_std": ("initializer_range", hf.get("initializer_range", 0.02)),
+        "attention_backend": ours("attention_backend", "auto"),
+        "rope_ntk": ours("rope_ntk", "none"),
+        "logn_attn": ours("logn_attn", False),
+        "train_length": ours("train_length", 0),
+    }
 
 
 def config_from_hf(hf: dict) -> ModelConfig:
-    """``ModelConfig`` from a Qwen2-family ``config.json`` (ours or a released one)."""
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    extra = hf.get(EXTRA_KEY, {})
-    return ModelConfig(
-        vocab_size=hf["vocab_size"],
-        hidden_size=hf["hidden_size"],
-        num_layers=hf["num_hidden_layers"],
-        num_heads=hf["num_attention_heads"],
-        num_kv_heads=hf.get("num_key_value_heads", hf["num_attention_heads"]),
-        intermediate_size=hf["intermediate_size"],
-        max_position_embeddings=hf.get("max_position_embeddings", 2048),
-        rope_theta=float(hf.get("rope_theta", rope.get("rope_theta", 10000.0))),
-        rms_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
-        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        dropout=float(extra.get("dropout", hf.get("attention_dropout", 0.0))),
-        init_std=float(hf.get("initializer_range", 0.02)),
-        attention_backend=extra.get("attention_backend", "auto"),
-        rope_ntk=extra.get("rope_ntk", "none"),
-        logn_attn=bool(extra.get("logn_attn", False)),
-        layer_windows=[int(w) for w in extra.get("layer_windows", _windows_from_hf(hf))],
-        train_length=int(extra.get("train_length", 0)),
-    )
+    """``ModelConfig`` from a Qwen2-family ``config.json`` (ours or a released one).
+
+    A key that is missing, of the wrong type or out of range (see ``ModelConfig``) raises
+    ``ConfigError`` naming it as config.json spells it (``num_hidden_layers``, ``qwen_cli.dropout``).
+    """
+    extra = _object(hf, EXTRA_KEY)
+    values = _hf_values(hf, extra)
+    layers = config_from(values).num_layers  # a valid shape before a per-layer list is made from it
+    windows = ((f"{EXTRA_KEY}.layer_windows", extra["layer_windows"]) if "layer_windows" in extra
+               else _windows_from_hf(hf, layers))
+    return config_from({**values, "layer_windows": windows})
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -180,22 +220,20 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return {name: tuple(t.shape) for name, t in to_hf_state_dict(model.state_dict(), config).items()}
 
 
-
-
 def model_config(hf: dict, path: Path) -> ModelConfig:
     """``ModelConfig`` from a Qwen2 ``config.json``; UserError for anything our model cannot run."""
     if hf.get("model_type") != MODEL_TYPE:
         raise UserError(f"{path}: model_type {hf.get('model_type')!r} is not {MODEL_TYPE!r}")
     if hf.get("hidden_act", "silu") != "silu":
         raise UserError(f"{path}: hidden_act {hf['hidden_act']!r} is not supported (silu only)")
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    try:
+        rope = _rope(hf)
+        config = config_from_hf(hf)
+    except ConfigError as exc:
+        raise UserError(exc.at(str(path))) from None
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type != "default":
         raise UserError(f"{path}: rope scaling {rope_type!r} is not supported (plain RoPE only)")
-    try:
-        config = config_from_hf(hf)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{path}: invalid Qwen2 config ({exc})") from None
     head_dim = hf.get("head_dim")
     if head_dim is not None and head_dim != config.head_dim:
         raise UserError(f"{path}: head_dim {head_dim} differs from hidden_size / num_attention_heads "

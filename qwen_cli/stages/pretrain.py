@@ -89,6 +89,11 @@ class PretrainStage(LanguageModelStage):
     def build_model(self) -> StageModel:
         init = self.recipe.init.checkpoint
         if init:
+            init_hash = load_tokenizer(init).hash
+            if init_hash != self.tokenizer.hash:
+                raise UserError(f"{self.recipe.source}: data shards were encoded with another tokenizer than "
+                                f"init.checkpoint {init} ({self.tokenizer.hash[:12]} vs {init_hash[:12]}); "
+                                f"re-encode them with --tokenizer {init}")
             model = load_model(init).train()
             config = model.config
         else:

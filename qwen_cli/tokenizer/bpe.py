@@ -13,6 +13,22 @@ specials appended after them.
   frequent adjacent pair is appended as a new rank, repeatedly, until the vocabulary is full.
   After each merge the affected words continue merging with all ranks (old ones included),
   as tiktoken would, so every learned token is one that tiktoken actually produces.
+
+Long pre-tokens are cut before counting. One regex match can be arbitrarily long (a line of
+100K letters without a space or a mark, an unpunctuated CJK text, a DNA sequence), and merging
+inside one word is quadratic in its length: the HF trainer shifts the word's symbol array for
+every occurrence it merges, the extension re-runs tiktoken's loop over the whole word. So both
+modes first cut every pre-token into pieces of ``MAX_PRETOKEN_CHARS`` characters (the last one
+shorter), counted as separate words, which keeps training linear in the input. Such a run adds
+nothing to a vocabulary that its pieces do not: only the pairs across a cut are lost. A corpus
+without pre-tokens that long trains exactly as before (the longest in CPython's sources is 82
+characters; a 499-character run of Chinese is in the ``charset_normalizer`` package).
+
+Encoding is not capped: tiktoken (Qwen's own tokenizer is tiktoken with this pattern, no cap)
+merges a whole pre-token, and cutting it would change ids. Old tiktoken releases were quadratic
+on such pieces (openai/tiktoken#195); 0.14 is not: one piece of 1 MB of random letters encodes
+in 1-2 s, 10 MB in about 40 s on a busy 2-core machine, tens of times slower per byte than
+ordinary text (9 MB of Python source: about 1 s) but linear enough not to hang.
 """
 
 from __future__ import annotations
@@ -41,6 +57,9 @@ from qwen_cli.tokenizer.vocabulary import (
 )
 
 BASES = ("none", "cl100k")
+MAX_PRETOKEN_CHARS = 1024
+"""Pre-tokens longer than this are cut into pieces of this many characters before counting."""
+_PIECES = rf"[\s\S]{{1,{MAX_PRETOKEN_CHARS}}}"  # the same cut as a regex (Oniguruma and ``regex``)
 
 
 def _hf_trainer_tokenizer():
@@ -51,6 +70,7 @@ def _hf_trainer_tokenizer():
     hf.normalizer = normalizers.NFC()
     hf.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(QWEN_PATTERN), behavior="isolated"),
+        pre_tokenizers.Split(Regex(_PIECES), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     return hf
@@ -73,6 +93,26 @@ def train_from_scratch(docs: Iterable[str], num_ranks: int) -> dict[bytes, int]:
         if token not in ranks and len(ranks) < num_ranks:
             ranks[token] = len(ranks)
     return ranks
+
+
+def cap_pretokens(pretokens: Iterable[str]) -> Iterator[str]:
+    """``pretokens`` with each one longer than ``MAX_PRETOKEN_CHARS`` cut into pieces of that length."""
+    for pretoken in pretokens:
+        if len(pretoken) <= MAX_PRETOKEN_CHARS:
+            yield pretoken
+        else:
+            yield from (pretoken[i:i + MAX_PRETOKEN_CHARS] for i in range(0, len(pretoken), MAX_PRETOKEN_CHARS))
+
+
+def count_pretokens(docs: Iterable[str], pattern: str = QWEN_PATTERN) -> Counter:
+    """How often each (capped) pre-token of the NFC ``docs`` occurs."""
+    import regex
+
+    splitter = regex.compile(pattern)
+    counts: Counter = Counter()
+    for doc in docs:
+        counts.update(cap_pretokens(splitter.findall(unicodedata.normalize("NFC", doc))))
+    return counts
 
 
 def _continue_bpe(parts: list[bytes], ranks: dict[bytes, int]) -> list[bytes]:
@@ -188,13 +228,9 @@ def extend_ranks(base: dict[bytes, int], docs: Iterable[str], num_ranks: int, pa
 
     ``progress`` (optional) gets ``start("learning merges", total, "merges")`` and ``advance(1)`` per merge.
     """
-    import regex
     import tiktoken
 
-    splitter = regex.compile(pattern)
-    word_counts: Counter = Counter()
-    for doc in docs:
-        word_counts.update(splitter.findall(unicodedata.normalize("NFC", doc)))
+    word_counts = count_pretokens(docs, pattern)
     enc = tiktoken.Encoding("base", pat_str=pattern, mergeable_ranks=base, special_tokens={})
     words, counts = [], []
     for text, count in word_counts.items():

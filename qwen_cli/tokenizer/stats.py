@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from qwen_cli.corpus import ReadStats, iter_documents
 from qwen_cli.errors import UserError
@@ -69,14 +70,14 @@ def _short(name: str) -> str:
 
 
 def render_table(result: dict, console: Console) -> None:
-    """Print the rows as a rich table."""
+    """Print the rows as a rich table; names (user paths) are printed literally, never as markup."""
     first = _short(result["tokenizers"][0])
     table = Table(title="Tokenizer compression (bytes/token: higher is better)")
     for column in ("corpus", "tokenizer", "bytes", "tokens", "B/tok", "tok/char", f"vs {first}"):
-        table.add_column(column, justify="left" if column in ("corpus", "tokenizer") else "right",
+        table.add_column(Text(column), justify="left" if column in ("corpus", "tokenizer") else "right",
                          overflow="fold")
     for row in result["rows"]:
-        table.add_row(_short(row["corpus"]), _short(row["tokenizer"]), f"{row['bytes']:,}",
+        table.add_row(Text(_short(row["corpus"])), Text(_short(row["tokenizer"])), f"{row['bytes']:,}",
                       f"{row['tokens']:,}", f"{row['bytes_per_token']:.2f}", f"{row['tokens_per_char']:.3f}",
                       f"{row['tokens_vs_first']:.3f}")
     console.print(table)

@@ -54,7 +54,7 @@ from qwen_cli.fsutil import atomic_file
 from qwen_cli.recipe import Recipe
 from qwen_cli.train import checkpointing as ckpt
 from qwen_cli.train import distributed as dist
-from qwen_cli.train.mfu import measure_peak_flops
+from qwen_cli.train.mfu import Utilisation, measure_peak_flops
 from qwen_cli.train.optim import build_optimizer, lr_at, set_lr
 from qwen_cli.train.progress import MetricsWriter, RunProgress
 from qwen_cli.train.run_control import StopSignals, seed_everything
@@ -273,7 +273,7 @@ class Trainer:
     def _train(self, step: int, tokens_seen: int, writer: MetricsWriter) -> TrainResult:
         """Optimizer steps from ``step`` to the end (or a stop signal), then the final validation and save."""
         peak = self.recipe.train.peak_flops or self._measure_peak()
-        flops_per_token = self.stage.flops_per_token(self.model)
+        mfu = Utilisation(self.stage.flops_per_token(self.model), peak, self.info.world_size, self._print)
         self._announce(peak)
         log_every, val_every = self.recipe.logging.log_every, self.recipe.train.val_every
         every = self.recipe.checkpoint.every
@@ -291,7 +291,7 @@ class Trainer:
                 tokens_seen += int(metrics["tokens"])
                 tok_s = metrics["tokens"] / elapsed
                 record = {"step": step, **metrics, "tokens_seen": tokens_seen, "tok_per_s": tok_s,
-                          "mfu": tok_s * flops_per_token / (peak * self.info.world_size), "step_time": elapsed}
+                          **mfu.fields(tok_s), "step_time": elapsed}
                 if val_every and step % val_every == 0 and step < self.total_steps:
                     val = self._validate()
                     record.update(val)
@@ -300,7 +300,7 @@ class Trainer:
                 logged = step % log_every == 0 or step == self.total_steps or "val_loss" in record
                 if logged:
                     writer.write(record)
-                progress.update(step, record, log=logged)
+                progress.update(step, mfu.shown(record), log=logged)
                 stopping = dist.broadcast_flag(stop.received is not None, self.info)
                 if stopping and step < self.total_steps:
                     self._save(step, tokens_seen, final=False)
