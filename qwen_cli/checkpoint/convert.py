@@ -34,6 +34,7 @@ from qwen_cli.checkpoint.files import (
     verify_checksums,
     write_checksums,
 )
+from qwen_cli.checkpoint.model_dir import read_config_json
 from qwen_cli.checkpoint.streaming import DTYPES, WeightReader, check_plan, source_dtype, write_plan
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_dir
@@ -63,18 +64,9 @@ class ConvertResult:
 
 
 def read_hf_config(src: Path) -> dict:
-    path = src / CONFIG_FILE
     if not src.is_dir():
         raise UserError(f"{src}: not a directory")
-    if not path.is_file():
-        raise UserError(f"{src}: not a model directory (no {CONFIG_FILE})")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: invalid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{path}: not a JSON object")
-    return config
+    return read_config_json(src)
 
 
 def detect_format(src: Path, hf: dict) -> str:

@@ -73,9 +73,9 @@ def save_model(target, model: QwenModel, tokenizer=None, recipe_text: str | None
     return Path(target)
 
 
-def read_config(directory: Path) -> ModelConfig:
-    """The ``ModelConfig`` of a checkpoint directory, checked (types, ranges, size) before any tensor
-    exists; a ``UserError`` names ``config.json`` and the key at fault."""
+def read_config_json(directory: Path) -> dict:
+    """The ``config.json`` of a model directory as a dict; a one-line ``UserError`` when it is missing or not
+    a JSON object."""
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise UserError(f"{directory}: not a checkpoint directory (no {CONFIG_FILE})")
@@ -85,6 +85,14 @@ def read_config(directory: Path) -> ModelConfig:
         raise UserError(f"{path}: invalid JSON ({exc})") from None
     if not isinstance(hf, dict):
         raise UserError(f"{path}: not a JSON object")
+    return hf
+
+
+def read_config(directory: Path) -> ModelConfig:
+    """The ``ModelConfig`` of a checkpoint directory, checked (types, ranges, size) before any tensor
+    exists; a ``UserError`` names ``config.json`` and the key at fault."""
+    path = directory / CONFIG_FILE
+    hf = read_config_json(directory)
     try:
         return config_from_hf(hf)
     except ConfigError as exc:
