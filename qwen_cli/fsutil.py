@@ -60,8 +60,8 @@ def _umask() -> int:
     return mask
 
 
-def _make_shareable(path: Path, mode: int) -> None:
-    """mkdtemp/mkstemp create 0700/0600; give results the permissions a plain write would."""
+def make_shareable(path: Path, mode: int = 0o666) -> None:
+    """mkdtemp/mkstemp (and safetensors) create 0700/0600; give results the permissions a plain write would."""
     os.chmod(path, mode & ~_umask())
 
 
@@ -173,7 +173,7 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Pa
         raise WriteError(target, exc.strerror or str(exc)) from exc
     with _failures_named(target, tmp, lambda: shutil.rmtree(tmp, ignore_errors=True)):
         yield tmp
-        _make_shareable(tmp, 0o777)
+        make_shareable(tmp, 0o777)
         fsync_tree(tmp)
         _swap_in(tmp, target, parent)
         fsync_dir(parent)
@@ -199,6 +199,6 @@ def atomic_file(target: str | os.PathLike, mode: str = "w") -> Iterator:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        _make_shareable(Path(tmp), 0o666)
+        make_shareable(Path(tmp), 0o666)
         os.replace(tmp, target)
         fsync_dir(parent)

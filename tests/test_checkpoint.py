@@ -90,3 +90,11 @@ def test_outputs_are_readable_by_others(tiny_model, tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "ckpt").stat().st_mode & 0o777 == 0o755  # mkdtemp alone would give 0o700
+
+
+def test_every_checkpoint_file_gets_the_same_permissions(tmp_path):
+    """safetensors creates its file 0600; a checkpoint must be as readable as its other files."""
+    model = QwenModel(ModelConfig(vocab_size=64, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64))
+    out = save_model(tmp_path / "ckpt", model)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in out.iterdir()}
+    assert len(set(modes.values())) == 1, modes

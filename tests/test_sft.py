@@ -107,10 +107,11 @@ def test_overfit_reproduces_trained_answers(tmp_path):
     assert replies(result.final_dir, pairs) == [p["messages"][1]["content"] for p in pairs]
 
 
-def test_lora_run_trains_only_target_layers_and_saves_plain_weights(tmp_path):
+def test_lora_run_trains_only_target_layers_and_saves_plain_weights(tmp_path, capsys):
     base, result = sft_run(tmp_path, chat_pairs(6), "[lora]\nrank = 8\nalpha = 16.0\ntargets = [\"qkv_proj\"]\n",
                            steps=12)
     assert result.exit_code == 0
+    assert "M trainable)" in capsys.readouterr().err  # the count says the adapters are what trains
     before, after = load_model(base).state_dict(), load_model(result.final_dir).state_dict()
     assert set(before) == set(after)  # plain Qwen names: the adapters are merged
     changed = {k for k in before if not torch.equal(before[k], after[k])}

@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from qwen_cli.errors import UserError
+from qwen_cli.fsutil import make_shareable
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -66,6 +67,7 @@ def write_weight_shards(directory: Path, sizes: dict[str, int], produce: Callabl
             if on_tensor is not None:
                 on_tensor(name)
         save_file(tensors, directory / file_name, metadata=metadata)
+        make_shareable(directory / file_name)  # safetensors writes 0600; every other file is 0644
         del tensors
     if len(shards) > 1:
         weight_map = {name: file_name for file_name, shard in zip(names, shards, strict=True) for name in shard}

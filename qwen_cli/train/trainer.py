@@ -235,7 +235,10 @@ class Trainer:
 
     def _announce(self, peak: float) -> None:
         n_params = sum(p.numel() for p in self.model.parameters())
-        self._print(f"{self.stage.name}: {n_params / 1e6:.1f}M parameters, {self.total_steps} steps of "
+        trainable = sum(p.numel() for p in self.params)
+        counted = f"{n_params / 1e6:.1f}M parameters" + (
+            f" ({trainable / 1e6:.2f}M trainable)" if trainable != n_params else "")
+        self._print(f"{self.stage.name}: {counted}, {self.total_steps} steps of "
                     f"{self.recipe.train.batch_tokens:,} tokens ({self.layout.accum_steps} micro steps × "
                     f"{self.layout.micro_batch_size} seq × {self.info.world_size} rank(s)), device {self.info.device}, "
                     f"{self.recipe.train.dtype}; peak {peak / 1e9:.0f} GFLOP/s per device")
