@@ -98,10 +98,10 @@ def remove_leftovers(run_dir: Path) -> None:
     ts.prune_checkpoints(run_dir, 0)
 
 
-def check_resumable(run_dir: Path, recipe: dict[str, dict[str, Any]], may_change: tuple[str, ...]) -> None:
-    """Refuse to resume with a recipe (``Recipe.to_dict()``) that differs from the run's ``recipe.toml``
-    in a key not in ``may_change`` (entries ``section.key`` or ``section.*``)."""
-    path = run_dir / RECIPE_FILE
+def check_resumable(checkpoint: Path, recipe: dict[str, dict[str, Any]], may_change: tuple[str, ...]) -> None:
+    """Refuse to resume with a recipe (``Recipe.to_dict()``) that differs from the ``recipe.toml`` saved in
+    the checkpoint being resumed in a key not in ``may_change`` (entries ``section.key`` or ``section.*``)."""
+    path = checkpoint / RECIPE_FILE
     for name, old, new in _differences(read_toml(path), recipe):
         if name not in may_change and f"{name.split('.')[0]}.*" not in may_change:
             raise UserError(f"{path}: cannot resume with {name} = {_show(new)}: the run was trained with "

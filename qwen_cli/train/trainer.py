@@ -131,7 +131,7 @@ class Trainer:
         if path is None:
             self._print(f"no checkpoint in {self.run_dir / ts.CHECKPOINTS}: starting from step 0")
             return None
-        ckpt.check_resumable(self.run_dir, self.resolved_recipe.to_dict(), RESUMABLE)
+        ckpt.check_resumable(path, self.resolved_recipe.to_dict(), RESUMABLE)
         return path
 
     def _prepare_run_dir(self) -> None:
