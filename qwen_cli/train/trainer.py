@@ -18,8 +18,8 @@ The run directory (layout in ``qwen_cli.checkpoint.train_state``) is guarded by 
   ``checkpoints/``, ``final/``) unless ``resume`` (continue it) or ``overwrite`` (its files are
   removed once the model is built); this is checked before the stage is built. Leftovers of writes
   killed midway (``.final.tmp-*``, ``checkpoints/.step_*`` ...) are removed at every start.
-* ``resume`` restores the newest valid checkpoint after comparing the recipe with the run's
-  ``recipe.toml``; only the keys in :data:`RESUMABLE` may differ, as they change neither the
+* ``resume`` restores the newest valid checkpoint after comparing the recipe with that
+  checkpoint's ``recipe.toml``; only the keys in :data:`RESUMABLE` may differ, as they change neither the
   maths of a step nor the random numbers it draws. ``logging.*``, ``checkpoint.*``,
   ``train.val_every``, ``train.val_batches`` (validation runs in eval mode on fixed batches) and
   ``train.peak_flops`` keep the resumed run bit-exact; ``distributed.*``, ``train.compile``,
