@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from qwen_cli.commands.tokenize import greedy_command
+from qwen_cli.commands.options import greedy_command
 
 
 def register(app: typer.Typer) -> None:

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from typer.core import TyperCommand
 
+from qwen_cli.commands.options import greedy_command
 from qwen_cli.corpus import describe_skipped
 
 ON_ERROR_HELP = "error: stop at the first bad input (exit 2); skip: skip it and report counts"
@@ -24,27 +24,6 @@ TextField = Annotated[str, typer.Option("--text-field", help="JSONL/parquet fiel
 TextUnit = Annotated[str, typer.Option("--text-unit", help=TEXT_UNIT_HELP)]
 OnError = Annotated[str, typer.Option("--on-error", help=ON_ERROR_HELP)]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace an existing output directory")]
-
-
-def greedy_command(*options: str) -> type[TyperCommand]:
-    """A command class whose ``options`` take every following non-option word as a value."""
-
-    class GreedyCommand(TyperCommand):
-        def parse_args(self, ctx, args: list[str]) -> list[str]:
-            rewritten: list[str] = []
-            current, first = None, False
-            for arg in args:
-                if arg.startswith("-") and len(arg) > 1:
-                    current, first = (arg if arg in options else None), True
-                    rewritten.append(arg)
-                elif current is not None and not first:
-                    rewritten.extend([current, arg])
-                else:
-                    rewritten.append(arg)
-                    first = False
-            return super().parse_args(ctx, rewritten)
-
-    return GreedyCommand
 
 
 class RichProgress:
