@@ -16,6 +16,7 @@ transformers and vLLM read besides the weights (:func:`generation_config`).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -259,3 +260,8 @@ def generation_config(special_ids: dict[str, int]) -> dict:
     """``generation_config.json``: stop at ``<|im_end|>`` (chat) or ``<|endoftext|>`` (documents)."""
     eot, im_end = special_ids["<|endoftext|>"], special_ids["<|im_end|>"]
     return {"bos_token_id": eot, "eos_token_id": [im_end, eot], "pad_token_id": eot, "do_sample": False}
+
+
+def write_generation_config(directory: Path, special_ids: dict[str, int]) -> None:
+    """Write :func:`generation_config` into a model directory (every chat model gets one)."""
+    (Path(directory) / GENERATION_CONFIG_FILE).write_text(json.dumps(generation_config(special_ids), indent=2))

@@ -3,8 +3,9 @@
 The LM head is the decoder's own ``lm_head``. :class:`ScalarHeadModel` wraps a ``QwenModel`` and
 projects its final hidden states to one scalar: read at every position it is PPO's value
 function, read at one position per sequence (the end token, report §3.2.1: "a pooling layer
-reads the reward at an end token") it is the reward model. The decoder's ``lm_head`` is kept,
-unused, so the backbone still loads from and saves to a plain Qwen2 directory.
+reads the reward at an end token") it is the reward model. The backbone's ``lm_head`` is
+dropped (``None``): a scalar model never computes token logits, and the output matrix is the
+largest single weight of a small model.
 """
 
 from __future__ import annotations
@@ -16,15 +17,21 @@ from qwen_cli.model.decoder import QwenModel
 
 
 class ScalarHeadModel(nn.Module):
-    """A decoder plus ``score``: Linear(hidden, 1), initialised to zero (every scalar starts at 0)."""
+    """A decoder plus ``score``: Linear(hidden, 1), initialised to zero (every scalar starts at 0).
 
-    def __init__(self, backbone: QwenModel) -> None:
+    ``bias=False`` is the layout of transformers' ``Qwen2ForSequenceClassification`` (the reward
+    model); the value head keeps a bias (its returns are not centred).
+    """
+
+    def __init__(self, backbone: QwenModel, bias: bool = True) -> None:
         super().__init__()
+        backbone.lm_head = None
         self.backbone = backbone
         self.config = backbone.config
-        self.score = nn.Linear(backbone.config.hidden_size, 1, bias=True)
+        self.score = nn.Linear(backbone.config.hidden_size, 1, bias=bias)
         nn.init.zeros_(self.score.weight)
-        nn.init.zeros_(self.score.bias)
+        if bias:
+            nn.init.zeros_(self.score.bias)
 
     def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                segment_ids: torch.Tensor | None = None) -> torch.Tensor:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from qwen_cli.checkpoint.model_dir import read_model_state, write_model_files
+from qwen_cli.interop.qwen2 import write_generation_config
 from qwen_cli.model import Block, ModelConfig, QwenModel
 from qwen_cli.stages.losses import causal_lm_loss
 from qwen_cli.train.stage import Stage
@@ -47,3 +48,7 @@ class LanguageModelStage(Stage):
 
     def read_model_state(self, directory: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
         return read_model_state(directory, config)
+
+    def write_generation_config(self, directory: Path) -> None:
+        """``generation_config.json`` with the chat stop ids, so transformers' ``generate`` stops at ``<|im_end|>``."""
+        write_generation_config(directory, self.tokenizer.special_ids)
