@@ -52,3 +52,57 @@ def prompt_file(path: Path, n: int, seed: int) -> Path:
 def write_toml(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def tiny_reward_model(path: Path, base: Path, seed: int = 1) -> Path:
+    """A reward-model directory: ``base``'s decoder with a random score head."""
+    from qwen_cli.checkpoint import load_model
+    from qwen_cli.checkpoint.files import write_checksums
+    from qwen_cli.checkpoint.reward_dir import write_reward_files
+    from qwen_cli.model.heads import ScalarHeadModel
+
+    torch.manual_seed(seed)
+    model = ScalarHeadModel(load_model(base), bias=False)
+    torch.nn.init.normal_(model.score.weight, std=0.5)
+    path.mkdir(parents=True)
+    write_reward_files(path, model.state_dict(), model.config, byte_tokenizer())
+    write_checksums(path)
+    return path
+
+
+PPO_RECIPE = """
+[models]
+policy = "{policy}"
+reward = "{reward}"
+[ppo]
+prompts = ["{prompts}"]
+eval_prompts = "{prompts}"
+eval_limit = 4
+prompts_per_step = 4
+samples_per_prompt = 2
+value_only_steps = {value_only}
+max_new_tokens = 8
+mini_batch_size = 4
+epochs = 2
+policy_lr = 1e-3
+value_lr = 1e-3
+pretrain_coef = {ptx}
+pretrain_sequences = 2
+[data]
+shards = "{shards}"
+seq_len = 32
+[schedule]
+warmup_steps = 0
+decay = "constant"
+[train]
+steps = {steps}
+micro_batch_size = 4
+dtype = "float32"
+device = "cpu"
+seed = 7
+[checkpoint]
+every = 2
+keep_last = 5
+[logging]
+progress = "none"
+"""

@@ -1,4 +1,5 @@
-"""`qwen rlhf reward | score | ppo | dpo`: alignment after SFT (report §3.2) — reward model, PPO, DPO."""
+"""`qwen rlhf pairs | reward | score | ppo | dpo`: alignment after SFT (report §3.2) — comparison data, reward
+model, PPO, DPO."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 from pathlib import Path
 
 import typer
+
+from qwen_cli.commands.rlhf_pairs import pairs
 
 RECIPE = typer.Argument(..., help="recipe TOML (e.g. recipes/tiny/reward.toml)")
 OVERRIDES = typer.Option([], "--set", help="override a recipe value: section.key=value (repeatable)")
@@ -128,8 +131,9 @@ def dpo(
 
 def register(app: typer.Typer) -> None:
     """Add ``qwen rlhf`` with its subcommands to the app."""
-    sub = typer.Typer(name="rlhf", help="Align a chat model: reward model (PMP + RM), PPO, DPO; score pairs.",
+    sub = typer.Typer(name="rlhf", help="Align a chat model: build comparison pairs, reward model (PMP + RM), PPO, DPO; score pairs.",
                       no_args_is_help=True)
+    sub.command("pairs")(pairs)
     sub.command("reward")(reward)
     sub.command("score")(score)
     sub.command("ppo")(ppo)

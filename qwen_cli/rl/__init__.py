@@ -6,5 +6,8 @@ its heads, ``train/`` (optimiser, schedule, checkpointing, distributed, progress
 imports rl/. Reward-model and DPO training are ordinary stages (``qwen_cli.stages``) on the shared
 trainer; only PPO, which alternates generation and several models' updates, has its own loop here.
 
-``advantages`` holds the estimators PPO needs (GAE, whitening, running reward normalisation).
+Modules: ``advantages`` (GAE, whitening, running reward normalisation), ``ppo_losses`` (KL-shaped
+rewards, clipped policy and value losses), ``rollout`` (sampling with the generation engine and
+scoring with the four models), ``ppo`` (the loop, checkpoints, resume), ``ppo_config`` (its recipe),
+``curves`` (the PNG) and ``pairs/`` (comparison sets built from real data: ``qwen rlhf pairs``).
 """

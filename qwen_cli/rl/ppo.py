@@ -149,23 +149,22 @@ class PPORun:
         self.pretrain = self._pretrain_batches()
 
     # ----- checkpoints -------------------------------------------------------------------
-    def _write_policy(self, directory: Path) -> None:
+    def _write_checkpoint(self, directory: Path) -> None:
+        """The policy as a chat model directory (``final/`` is these files), the value model in ``value/``."""
         write_model_files(directory, self.policy, self.tokenizer, self.recipe.to_toml())
         write_generation_config(directory, self.tokenizer.special_ids)
-
-    def _write_checkpoint(self, directory: Path) -> None:
-        self._write_policy(directory)
         value_dir = directory / VALUE_DIR
         value_dir.mkdir()
         write_reward_files(value_dir, self.value.state_dict(), self.value.config, self.tokenizer)
         write_checksums(value_dir)
 
-    def _save(self, step: int) -> None:
+    def _save(self, step: int) -> Path:
         data = {"moments": self.moments.state_dict(),
                 "pretrain": self.pretrain.state_dict() if self.pretrain is not None else None}
         state = ts.TrainState(step, self.total_steps, 0, data)
         optim_state = dist.full_optimizer_state(self.models, self.optimizer)
-        ckpt.write_checkpoint(self.run_dir, state, optim_state, self._write_checkpoint, self.recipe.checkpoint.keep_last)
+        return ckpt.write_checkpoint(self.run_dir, state, optim_state, self._write_checkpoint,
+                                     self.recipe.checkpoint.keep_last)
 
     def _restore(self) -> int:
         path = ckpt.newest_checkpoint(self.run_dir, lambda line: self.console.print(f"skipping damaged checkpoint: {line}"))
@@ -235,7 +234,7 @@ class PPORun:
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 for key, value in metrics.items():
-                    sums[key] = sums.get(key, 0.0) + float(value)
+                    sums[key] = sums.get(key, 0.0) + float(value.detach())
                 updates += 1
         return {key: value / updates for key, value in sums.items()} | {"lr_factor": factor}
 
@@ -333,8 +332,7 @@ class PPORun:
         return exit_code, record
 
     def _finish(self, writer: MetricsWriter) -> dict:
-        self._save(self.total_steps)
-        ckpt.write_final(self.run_dir, self._write_policy)
+        ckpt.write_final(self.run_dir, self._save(self.total_steps))  # the policy files of the last checkpoint
         end_eval = self.evaluate()
         if end_eval:
             writer.write({"step": self.total_steps, **end_eval})
