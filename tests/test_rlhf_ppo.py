@@ -152,3 +152,24 @@ def test_sigkill_then_resume_is_bit_exact(models, shards, tmp_path):
         (tmp_path / "reference" / "final" / "model.safetensors").read_bytes()
     value = "checkpoints/step_000006/value/model.safetensors"
     assert (out / value).read_bytes() == (tmp_path / "reference" / value).read_bytes()
+
+
+@pytest.mark.parametrize("size", ["1.8b", "7b", "14b"])
+def test_paper_ppo_and_reward_recipes_carry_the_report_values(size):
+    from qwen_cli.stages.reward import SECTIONS as REWARD_SECTIONS
+
+    ppo = load_recipe(ROOT / "recipes" / f"qwen-{size}" / "ppo.toml", sections=SECTIONS).ppo
+    assert (ppo.value_only_steps, ppo.samples_per_prompt, ppo.kl_coef, ppo.value_clip, ppo.top_p,
+            ppo.policy_lr, ppo.value_lr, ppo.reward_norm) == (50, 2, 0.04, 0.15, 0.9, 1e-6, 5e-6, "running")
+    reward = load_recipe(ROOT / "recipes" / f"qwen-{size}" / "reward.toml", sections=REWARD_SECTIONS)
+    assert (reward.rm.lr, reward.rm.epochs, reward.data.seq_len, reward.schedule.decay) == (3e-6, 1.0, 2048, "constant")
+    assert reward.train.batch_tokens // reward.data.seq_len == 64
+
+
+def test_tiny_rlhf_recipes_load():
+    from qwen_cli.stages.dpo import SECTIONS as DPO_SECTIONS
+    from qwen_cli.stages.reward import SECTIONS as REWARD_SECTIONS
+
+    load_recipe(ROOT / "recipes" / "tiny" / "ppo.toml", sections=SECTIONS)
+    load_recipe(ROOT / "recipes" / "tiny" / "reward.toml", sections=REWARD_SECTIONS)
+    load_recipe(ROOT / "recipes" / "tiny" / "dpo.toml", sections=DPO_SECTIONS)

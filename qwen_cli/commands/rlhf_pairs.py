@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import typer
@@ -52,6 +53,9 @@ def pairs(
 
     built = build(source, data_dir, limit, seed)
     train, test = split(built.pairs, test_fraction, seed)
+    if built.redraw is not None:
+        train, test = (built.redraw(side, random.Random(f"redraw {name} {seed}"))
+                       for name, side in (("train", train), ("test", test)))
     write(out, source, built, train, test, overwrite)
     prompts = f", {len(built.answers)} PPO prompts with answers" if built.answers else ""
     typer.echo(f"{source}: {len(train)} train + {len(test)} test pairs{prompts} -> {out} (from {built.origin})")

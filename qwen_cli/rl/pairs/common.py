@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,9 @@ class Built:
     pairs: list[Pair]
     origin: str
     answers: dict[str, str] = field(default_factory=dict)
+    # for sources whose rejected side is drawn from other pairs: draw it again within one split's pairs,
+    # so no reply of the held-out side is ever seen in training (None: nothing to redraw)
+    redraw: Callable[[list[Pair], random.Random], list[Pair]] | None = None
 
 
 def prompt_of(messages: list[dict[str, str]]) -> Prompt:

