@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-slow test-all lint eval-data clean
+.PHONY: install sandbox-tools demo demo-specialize test test-slow test-all lint eval-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,16 +16,27 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The code sandbox (qwen_cli/sandbox) needs bubblewrap and libseccomp: as root, install them when
+# missing. Without them (an ordinary user) it runs weaker and says so once.
+sandbox-tools:
+	@command -v bwrap >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap libseccomp2 >/dev/null) || \
+	  echo "bubblewrap could not be installed: the code sandbox is weaker (README: Running model-written code)"
+
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
 
-test: $(STAMP)
+# Code-Qwen and Math-Qwen-Chat at toy scale, from the models `make demo` leaves in runs/tiny/.
+demo-specialize: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo_specialize.sh
+
+test: $(STAMP) sandbox-tools
 	$(VENV)/bin/python -m pytest
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) sandbox-tools
 	$(VENV)/bin/python -m pytest -m slow
 
-test-all: $(STAMP)
+test-all: $(STAMP) sandbox-tools
 	$(VENV)/bin/python -m pytest -m ""
 
 lint: $(STAMP)

@@ -54,6 +54,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` as ``dst`` (no bytes written), or copy it where the file system cannot link."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

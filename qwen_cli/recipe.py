@@ -173,7 +173,8 @@ class TrainSection:
     # tokens per chunk of the fused output-projection + cross-entropy; 0 = sized from the vocabulary
     loss_chunk_tokens: int = ranged(4096, NON_NEGATIVE)
     val_every: int = ranged(0, NON_NEGATIVE)  # steps between validation passes; 0 = only at the end
-    # micro batches (all ranks together) of the held-out split per validation
+    # held-out micro batches per validation, all ranks together (pretrain: per source; SFT: of the chat rows),
+    # rounded down to a multiple of the world size: the same global set for any world size dividing it
     val_batches: int = ranged(8, NON_NEGATIVE)
     peak_flops: float = ranged(0.0, NON_NEGATIVE)  # per-device peak FLOP/s for MFU; 0 = measure a matmul at start
 

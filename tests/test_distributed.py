@@ -4,7 +4,8 @@ Tolerance: per-step losses within 1e-5 relative and final weights within 1e-6 ab
 two runs see the same 8 sequences per step, but one process sums two micro batches of 4
 while the two ranks each take 4 and FSDP reduce-scatters the gradients, so float32 sums
 happen in a different order (measured difference ~1e-7). A checkpoint written by the two
-processes then resumes in one, and loads through ``qwen_cli.load``.
+processes then resumes in one, and loads through ``qwen_cli.load``; with dropout, a two-process resume is
+bit-exact because each rank gets its own random streams back.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from train_fixtures import ROOT, TINY_OVERRIDES, TINY_RECIPE, make_shards
 
 import qwen_cli
@@ -59,3 +61,19 @@ def test_two_process_fsdp_matches_single_process(tmp_path):
     w3 = qwen_cli.load(cont / "final")[0]
     for (name, p1), p3 in zip(w1.state_dict().items(), w3.state_dict().values(), strict=True):
         torch.testing.assert_close(p1, p3, atol=1e-6, rtol=0, msg=name)
+
+
+def test_two_process_resume_gives_each_rank_its_own_random_streams(tmp_path):
+    """With dropout the ranks draw different numbers (rank 1 is seeded with seed + 1 after the model is built).
+    The step-2 checkpoint, resumed in two processes, must end bit-identical to the uninterrupted run: with
+    rank 0's streams restored on both ranks (the old behaviour) rank 1's dropout masks change."""
+    shards = make_shards(tmp_path / "data")
+    dropout = ("--set", "model.dropout=0.1")
+    _run(tmp_path / "ref", shards, 2, *dropout)
+    saved = load_file(ts.checkpoint_dir(tmp_path / "ref", 2) / ts.RNG_FILE)
+    assert not torch.equal(saved["rank_0/torch_cpu"], saved["rank_1/torch_cpu"])
+    cont = tmp_path / "cont"
+    (cont / ts.CHECKPOINTS).mkdir(parents=True)
+    shutil.copytree(ts.checkpoint_dir(tmp_path / "ref", 2), ts.checkpoint_dir(cont, 2))
+    _run(cont, shards, 2, *dropout, "--resume")
+    assert (cont / "final" / "model.safetensors").read_bytes() == (tmp_path / "ref" / "final" / "model.safetensors").read_bytes()

@@ -61,8 +61,11 @@ def test_bad_recipes_name_file_and_key(tmp_path, text, overrides, message):
 
 
 def test_every_numeric_recipe_key_has_a_range():
-    """Every int/float (or list of floats) key of every base section but [model] (checked by ModelConfig)."""
-    for name, cls in BASE_SECTIONS.items():
+    """Every int/float (or list of floats) key of every base, pretrain and SFT section but [model] (checked by
+    ModelConfig)."""
+    from qwen_cli.stages import pretrain, sft
+
+    for name, cls in [*BASE_SECTIONS.items(), *pretrain.SECTIONS.items(), *sft.SECTIONS.items()]:
         if cls is ModelSection:
             continue
         hints = typing.get_type_hints(cls)

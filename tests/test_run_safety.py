@@ -3,6 +3,7 @@ leftovers of a killed final save are cleaned, a finished run is not redone, a di
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -150,16 +151,16 @@ def test_resuming_a_finished_run_changes_nothing(run_qwen, shards, finished):
 def _train_and_die_in_final_save(shards: Path, out: Path) -> None:
     """Child process: train two steps; die abruptly once ``final/``'s files are written, before its rename."""
     torch.set_num_threads(1)
-    original = checkpointing.write_final
+    atomic_dir = checkpointing.atomic_dir
 
-    def dying(run_dir, write_model):
-        def write_and_die(directory):
-            write_model(directory)
-            os._exit(9)
+    @contextlib.contextmanager
+    def dying(target):
+        with atomic_dir(target) as tmp:
+            yield tmp
+            if Path(target).name == checkpointing.FINAL:
+                os._exit(9)
 
-        original(run_dir, write_and_die)
-
-    checkpointing.write_final = dying
+    checkpointing.atomic_dir = dying
     run_stage(PretrainStage, tiny_recipe(shards, "train.steps=2"), out)
 
 

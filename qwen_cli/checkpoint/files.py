@@ -7,13 +7,14 @@ every file and is verified on load. Only safetensors and JSON are ever read back
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from qwen_cli.errors import UserError
@@ -81,18 +82,26 @@ def write_weights(directory: Path, tensors: dict[str, torch.Tensor], shard_bytes
     write_weight_shards(directory, sizes, tensors.__getitem__, shard_bytes)
 
 
-def write_checksums(directory: Path) -> None:
-    """Record sha256 of every file in the directory (subdirectories excluded)."""
-    sums = {p.name: sha256_file(p) for p in sorted(directory.iterdir()) if p.is_file() and p.name != CHECKSUM_FILE}
+def write_checksums(directory: Path, known: dict[str, str] | None = None) -> None:
+    """Record sha256 of every file in the directory (subdirectories excluded); ``known`` (name -> sha256,
+    e.g. of files hard-linked from a verified directory) are taken as they are instead of hashed again."""
+    known = known or {}
+    sums = {p.name: known.get(p.name) or sha256_file(p)
+            for p in sorted(directory.iterdir()) if p.is_file() and p.name != CHECKSUM_FILE}
     (directory / CHECKSUM_FILE).write_text(json.dumps(sums, indent=2))
+
+
+def read_checksums(directory: Path) -> dict[str, str]:
+    """``checksums.json`` of a directory (name -> sha256); empty when there is none."""
+    path = directory / CHECKSUM_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def verify_checksums(directory: Path) -> None:
     """Raise UserError naming the first file that is missing or whose sha256 differs."""
-    path = directory / CHECKSUM_FILE
-    if not path.exists():
+    if not (directory / CHECKSUM_FILE).exists():
         return  # checkpoints from other tools (released Qwen2 models) carry no checksums
-    for name, expected in json.loads(path.read_text()).items():
+    for name, expected in read_checksums(directory).items():
         file = directory / name
         if not file.exists():
             raise UserError(f"{file}: missing from checkpoint (listed in {CHECKSUM_FILE})")
@@ -115,6 +124,42 @@ def weight_files(directory: Path) -> list[Path]:
         if not path.is_file():
             raise UserError(f"{path}: weights file missing")
     return paths
+
+
+class LazyTensors(Mapping[str, torch.Tensor]):
+    """The tensors of a checkpoint's safetensors files by HF name, each read only when looked up, as a
+    copy on ``device`` (in ``dtype`` when floating), and never kept. The file is mapped for that one
+    read (safetensors maps it; a tensor viewing the map would keep every page read so far resident),
+    so a caller that builds a model tensor by tensor holds the weights about once, not twice."""
+
+    def __init__(self, directory: Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> None:
+        self.device, self.dtype = device, dtype
+        self._where: dict[str, Path] = {}
+        for path in weight_files(directory):
+            with _opened(path) as handle:
+                self._where.update(dict.fromkeys(handle.keys(), path))
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        with _opened(self._where[name]) as handle:
+            tensor = handle.get_tensor(name)
+            dtype = self.dtype if tensor.is_floating_point() else None
+            return tensor.to(device=self.device, dtype=dtype)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator:
+    """``safe_open(path)``, a damaged file raising a one-line ``UserError``."""
+    try:
+        with safe_open(path, framework="pt") as handle:
+            yield handle
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{path}: unreadable safetensors file ({exc})") from None
 
 
 def read_hf_tensors(directory: Path) -> dict[str, torch.Tensor]:

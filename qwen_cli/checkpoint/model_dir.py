@@ -29,7 +29,7 @@ from qwen_cli.checkpoint.files import (
     CONFIG_FILE,
     DEFAULT_SHARD_BYTES,
     RECIPE_FILE,
-    read_hf_tensors,
+    LazyTensors,
     verify_checksums,
     write_checksums,
     write_weights,
@@ -117,21 +117,28 @@ def copy_with_config(src: Path, dst: Path, config: ModelConfig, overwrite: bool 
         write_checksums(tmp)
 
 
-def read_model_state(directory: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
-    """Our-named model state dict of a checkpoint (weights only; checksums verified by the caller)."""
+def read_model_state(directory: Path, config: ModelConfig, device: torch.device | str = "cpu",
+                     dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """Our-named model state dict of a checkpoint (weights only; checksums verified by the caller), on
+    ``device`` in ``dtype`` (floating tensors; None keeps the file's). The file's tensors are read one by
+    one as they are converted, so the weights are held about once."""
     try:
-        return from_hf_state_dict(read_hf_tensors(directory), config)
+        return from_hf_state_dict(LazyTensors(directory, device, dtype), config)
     except KeyError as exc:
         raise UserError(f"{directory}: tensor {exc.args[0]} missing from the weights") from None
 
 
 def load_model(directory, device="cpu", dtype: torch.dtype | None = None, verify: bool = True) -> QwenModel:
-    """Build a QwenModel from a checkpoint directory (ours or any Qwen2-layout one)."""
+    """Build a QwenModel from a checkpoint directory (ours or any Qwen2-layout one).
+
+    The model is built on the meta device and takes the checkpoint's tensors as its parameters,
+    read one at a time straight to ``device`` and ``dtype``: peak memory is about one copy of the
+    weights."""
     directory = Path(directory)
     config = read_config(directory)
     if verify:
         verify_checksums(directory)
-    state = read_model_state(directory, config)
+    state = read_model_state(directory, config, device, dtype)
     with torch.device("meta"):
         model = QwenModel(config)
     try:
@@ -139,13 +146,11 @@ def load_model(directory, device="cpu", dtype: torch.dtype | None = None, verify
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[-1].strip()
         raise UserError(f"{directory}: weights do not match {CONFIG_FILE}: {first}") from None
+    del state
     if config.tie_word_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
     model.inv_freq = rotary_inv_freq(config.head_dim, config.rope_theta)  # was built on meta
-    model = model.to(device=device)
-    if dtype is not None:
-        model = model.to(dtype)
-    return model.eval()
+    return model.to(device=device, dtype=dtype).eval()  # the buffers (parameters are already there)
 
 
 def load(directory, device="cpu", dtype: torch.dtype | None = None):

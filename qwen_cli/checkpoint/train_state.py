@@ -4,13 +4,17 @@ A training checkpoint is a model directory (``qwen_cli.checkpoint.model_dir``: c
 tokenizer, recipe.toml) plus three files, all covered by ``checksums.json``:
 
     optimizer.safetensors   AdamW moments and step counters, named ``state/<param name>/<key>``
-    rng.safetensors         torch CPU generator state (``torch_cpu``) and CUDA ones (``cuda_<i>``), uint8
+    rng.safetensors         per process (rank ``r``): the torch CPU generator (``rank_<r>/torch_cpu``) and
+                            that rank's CUDA device's (``rank_<r>/cuda``, when it trains on one), uint8
     trainer_state.json      format, step, total_steps, tokens_seen, the data iterator's position,
                             the optimizer's param groups (hyper-parameters + parameter names),
-                            Python's and NumPy's global RNG states
+                            Python's and NumPy's global RNG states (``rng``: one entry per rank)
 
 Everything is keyed by parameter *name* and holds full (unsharded) tensors, so a checkpoint
-from N processes resumes in M. Only safetensors and JSON are read back.
+from N processes resumes in M. Every rank's random streams are saved and each rank gets its own
+back (ranks draw different numbers: dropout on different data, sampling); ranks beyond the N saved
+keep the streams they were seeded with. Checkpoints of format 1 (one set of streams, restored on
+every rank) still resume. Only safetensors and JSON are read back.
 
 Run directory layout (``OUT`` = ``--out``):
 
@@ -37,22 +41,33 @@ from safetensors.torch import load_file, save_file
 from qwen_cli.checkpoint.files import verify_checksums
 from qwen_cli.errors import UserError
 
-FORMAT = "qwen_cli.train_state/1"
+FORMAT = "qwen_cli.train_state/2"
+READABLE = ("qwen_cli.train_state/1", FORMAT)  # 1: one set of RNG streams for every rank
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng.safetensors"
+STATE_FILES = (STATE_FILE, OPTIMIZER_FILE, RNG_FILE)  # what a checkpoint holds beyond its model directory
 CHECKPOINTS = "checkpoints"
 STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 @dataclass
+class RngState:
+    """One process's random streams: torch generators (uint8 tensors) and Python's / NumPy's (JSON)."""
+
+    tensors: dict[str, torch.Tensor]
+    json: dict
+
+
+@dataclass
 class TrainState:
-    """Scalars of a run at a step boundary."""
+    """Scalars of a run at a step boundary, and every rank's RNG streams (None: this process's, as rank 0)."""
 
     step: int
     total_steps: int
     tokens_seen: int
     data: dict
+    rng: list[RngState] | None = None
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
@@ -95,14 +110,18 @@ def latest_valid_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
     return None, skipped
 
 
-def _rng_json() -> dict:
+def capture_rng(device: torch.device | None = None) -> RngState:
+    """This process's streams: torch CPU, ``device``'s CUDA generator (when a CUDA device), Python, NumPy."""
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    if device is not None and device.type == "cuda":
+        tensors["cuda"] = torch.cuda.get_rng_state(device)
     version, mt, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
+    return RngState(tensors, {
         "python": {"version": version, "state": list(mt), "gauss": gauss},
         "numpy": {"kind": kind, "keys": keys.tolist(), "pos": int(pos), "has_gauss": int(has_gauss),
                   "cached": float(cached)},
-    }
+    })
 
 
 def _set_rng_json(data: dict) -> None:
@@ -111,14 +130,6 @@ def _set_rng_json(data: dict) -> None:
     npy = data["numpy"]
     np.random.set_state((npy["kind"], np.array(npy["keys"], dtype=np.uint32), npy["pos"], npy["has_gauss"],
                          npy["cached"]))
-
-
-def rng_tensors() -> dict[str, torch.Tensor]:
-    tensors = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"cuda_{i}"] = state
-    return tensors
 
 
 def write_train_state(directory: Path, state: TrainState, optimizer_state: dict) -> None:
@@ -131,7 +142,9 @@ def write_train_state(directory: Path, state: TrainState, optimizer_state: dict)
     for group in optimizer_state["param_groups"]:
         groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()})
     save_file(tensors, directory / OPTIMIZER_FILE)
-    save_file({k: v.contiguous() for k, v in rng_tensors().items()}, directory / RNG_FILE)
+    ranks = state.rng if state.rng is not None else [capture_rng()]
+    save_file({f"rank_{r}/{key}": tensor.contiguous() for r, rng in enumerate(ranks) for key, tensor in rng.tensors.items()},
+              directory / RNG_FILE)
     payload = {
         "format": FORMAT,
         "step": state.step,
@@ -139,7 +152,7 @@ def write_train_state(directory: Path, state: TrainState, optimizer_state: dict)
         "tokens_seen": state.tokens_seen,
         "data": state.data,
         "param_groups": groups,
-        "rng": _rng_json(),
+        "rng": [rng.json for rng in ranks],
     }
     (directory / STATE_FILE).write_text(json.dumps(payload, indent=1))
 
@@ -156,7 +169,7 @@ def read_train_state(directory: Path) -> tuple[TrainState, dict, dict]:
     path = directory / STATE_FILE
     try:
         payload = json.loads(path.read_text())
-        if payload.get("format") != FORMAT:
+        if payload.get("format") not in READABLE:
             raise UserError(f"{path}: unsupported format {payload.get('format')!r} (expected {FORMAT})")
         state = TrainState(payload["step"], payload["total_steps"], payload["tokens_seen"], payload["data"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
@@ -169,12 +182,24 @@ def read_train_state(directory: Path) -> tuple[TrainState, dict, dict]:
     return state, {"state": nested, "param_groups": groups}, payload
 
 
-def restore_rng(directory: Path, payload: dict) -> None:
-    """Put every RNG stream back where the checkpoint left it."""
+def restore_rng(directory: Path, payload: dict, rank: int = 0, device: torch.device | None = None) -> bool:
+    """Put rank ``rank``'s streams back where the checkpoint left them (its CUDA generator on ``device``);
+    False when the checkpoint holds no streams for that rank (it was written by fewer processes)."""
     tensors = _load_safetensors(directory / RNG_FILE)
-    torch.set_rng_state(tensors["torch_cpu"])
-    if torch.cuda.is_available():
-        cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda_"))]
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-    _set_rng_json(payload["rng"])
+    saved = payload["rng"]
+    if isinstance(saved, dict):  # format 1: one set of streams (rank 0's) for every rank
+        torch.set_rng_state(tensors["torch_cpu"])
+        if torch.cuda.is_available():
+            cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda_"))]
+            if len(cuda) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda)
+        _set_rng_json(saved)
+        return True
+    if rank >= len(saved):
+        return False
+    torch.set_rng_state(tensors[f"rank_{rank}/torch_cpu"])
+    cuda = tensors.get(f"rank_{rank}/cuda")
+    if cuda is not None and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(cuda, device)
+    _set_rng_json(saved[rank])
+    return True

@@ -27,13 +27,17 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="replace an existin
 
 
 class RichProgress:
-    """Adapter from the library's ``start(phase, total, unit)`` / ``advance(n)`` calls to a rich bar."""
+    """Adapter from the library's ``start(phase, total, unit)`` / ``advance(n)`` calls to a rich bar.
+
+    The bar is shown only when ``console`` is a terminal: elsewhere (a pipe, a log file) it would
+    print nothing but a stray blank line when it stops."""
 
     def __init__(self, console: Console) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
-                                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+                                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True,
+                                  disable=not console.is_terminal)
         self._task = None
         self._unit = "bytes"
 
@@ -146,7 +150,7 @@ def _report(result: dict, as_json: bool, line: str) -> None:
         skipped = result.get("skipped") or {}
         if skipped:
             line += "; skipped " + describe_skipped(skipped)
-        Console(highlight=False).print(line, markup=False)
+        Console(highlight=False, soft_wrap=True).print(line, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -75,8 +75,8 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
 
     from qwen_cli.evaluation.progress import EvalProgress
     from qwen_cli.evaluation.registry import DataUnavailable, resolve
-    from qwen_cli.evaluation.sandbox import isolation
     from qwen_cli.evaluation.tasks import PAPER_SHOTS, task_config
+    from qwen_cli.sandbox import isolation
 
     progress = EvalProgress(console)
     configs, skipped, sources, shots = [], {}, {}, {}

@@ -25,7 +25,8 @@ from qwen_cli.data.encode import TOKENIZER_DIR, read_manifest
 from qwen_cli.data.shards import BatchLayout, MixedBatches, ShuffledBatches, TokenWindows, validation_batches
 from qwen_cli.errors import UserError
 from qwen_cli.model import QwenModel
-from qwen_cli.recipe import BASE_SECTIONS, Recipe
+from qwen_cli.model.config import NON_NEGATIVE, Range
+from qwen_cli.recipe import BASE_SECTIONS, Recipe, ranged
 from qwen_cli.stages.lm import LanguageModelStage
 from qwen_cli.tokenizer import load_tokenizer
 from qwen_cli.train.stage import StageModel
@@ -36,9 +37,9 @@ class SampleSection:
     """A generated sample printed at the end of the run (``max_new_tokens = 0`` disables it)."""
 
     prompt: str = "def "
-    max_new_tokens: int = 48
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
+    max_new_tokens: int = ranged(48, NON_NEGATIVE)
+    temperature: float = ranged(0.0, NON_NEGATIVE)  # 0 = greedy
+    top_p: float = ranged(1.0, Range(0, 1, low_open=True))
 
 
 SECTIONS: dict[str, type] = {**BASE_SECTIONS, "sample": SampleSection}

@@ -29,11 +29,12 @@ from qwen_cli.checkpoint import load_model
 from qwen_cli.data.chat_format import read_chat_jsonl
 from qwen_cli.data.chat_template import DEFAULT_SYSTEM, ChatStats, ChatTemplate, Sample, encode_conversations
 from qwen_cli.data.sft_packing import collate, epoch_rows
-from qwen_cli.data.shards import BatchLayout, ResumableBatches
+from qwen_cli.data.shards import BatchLayout, ResumableBatches, validation_batches
 from qwen_cli.errors import UserError
 from qwen_cli.interop.qwen2 import GENERATION_CONFIG_FILE, generation_config
 from qwen_cli.model import ModelConfig, QwenModel, lora
-from qwen_cli.recipe import BASE_SECTIONS, ModelSection, Recipe
+from qwen_cli.model.config import ABOVE_ZERO, NON_NEGATIVE, POSITIVE
+from qwen_cli.recipe import BASE_SECTIONS, FRACTION, ModelSection, Recipe, ranged
 from qwen_cli.stages.lm import LanguageModelStage
 from qwen_cli.tokenizer import load_tokenizer
 from qwen_cli.train.stage import StageModel
@@ -47,8 +48,8 @@ class ChatDataSection:
 
     train: str = ""
     val: str = ""  # a separate JSONL file; else ``val_fraction`` of ``train`` is held out
-    val_fraction: float = 0.0
-    seq_len: int = 2048
+    val_fraction: float = ranged(0.0, FRACTION)
+    seq_len: int = ranged(2048, POSITIVE)
     batching: Literal["pack", "pad"] = "pack"
     default_system: str = DEFAULT_SYSTEM
     on_bad: Literal["error", "skip"] = "error"  # a malformed line: stop with file:line, or count and skip
@@ -58,9 +59,9 @@ class ChatDataSection:
 class LoraSection:
     """Low-rank adapters instead of full fine-tuning (``rank = 0``: off); merged into the saved weights."""
 
-    rank: int = 0
-    alpha: float = 16.0
-    dropout: float = 0.0
+    rank: int = ranged(0, NON_NEGATIVE)
+    alpha: float = ranged(16.0, ABOVE_ZERO)
+    dropout: float = ranged(0.0, FRACTION)
     targets: list[str] = field(default_factory=lambda: list(lora.TARGETS))
 
 
@@ -69,7 +70,7 @@ class ChatSampleSection:
     """A greedy reply printed after training (``max_new_tokens = 0`` disables it)."""
 
     prompt: str = "Hello!"
-    max_new_tokens: int = 48
+    max_new_tokens: int = ranged(48, NON_NEGATIVE)
 
 
 SECTIONS: dict[str, type] = {**BASE_SECTIONS, "data": ChatDataSection, "lora": LoraSection,
@@ -115,6 +116,22 @@ class ChatBatches(ResumableBatches):
         self._epoch, self._rows, self._epoch_first = -1, [], 0
 
 
+@dataclass
+class ChatRows:
+    """Fixed chat rows read like token windows (``num_windows`` / ``batch``) by ``validation_batches``."""
+
+    samples: list[Sample]
+    rows: list[list[int]]
+    mode: str
+
+    @property
+    def num_windows(self) -> int:
+        return len(self.rows)
+
+    def batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        return micro_batch(self.samples, [self.rows[i] for i in indices], self.mode)
+
+
 def micro_batch(samples: list[Sample], rows: list[list[int]], mode: str) -> dict[str, torch.Tensor]:
     """Collated rows, as wide as the longest row (``segment_ids`` only when packing)."""
     width = max(sum(len(samples[i].ids) for i in row) for row in rows)
@@ -133,8 +150,6 @@ class SFTStage(LanguageModelStage):
             raise UserError(f"{source}: init.checkpoint is not set (the pretrained model directory to fine-tune)")
         if not data.train:
             raise UserError(f"{source}: data.train is not set (a JSONL file of conversations)")
-        if not 0 <= data.val_fraction < 1:
-            raise UserError(f"{source}: data.val_fraction must be in [0, 1), got {data.val_fraction}")
         shaped = [f.name for f in fields(ModelSection)
                   if f.name not in TUNABLE_MODEL_KEYS and getattr(recipe.model, f.name) is not None]
         if shaped:
@@ -192,15 +207,13 @@ class SFTStage(LanguageModelStage):
         return ChatBatches(self.train_samples, layout, d.seq_len, d.batching, self.recipe.train.seed)
 
     def val_batches(self, layout: BatchLayout) -> list:
+        """This rank's share of the first ``train.val_batches`` held-out micro batches (all ranks together,
+        as for pretraining: :func:`~qwen_cli.data.shards.validation_batches`)."""
         if not self.val_samples:
             return []
-        d, b, world = self.recipe.data, layout.micro_batch_size, layout.world_size
-        rows = epoch_rows(self.val_samples, d.seq_len, d.batching, seed=0)
-        batches = []
-        for m in range(min(self.recipe.train.val_batches, len(rows) // (b * world))):
-            first = (m * world + layout.rank) * b
-            batches.append(micro_batch(self.val_samples, rows[first : first + b], d.batching))
-        return batches
+        d = self.recipe.data
+        rows = ChatRows(self.val_samples, epoch_rows(self.val_samples, d.seq_len, d.batching, seed=0), d.batching)
+        return validation_batches(rows, layout, self.recipe.train.val_batches)
 
     def write_model(self, directory: Path, state: dict[str, torch.Tensor], config: ModelConfig,
                     recipe_text: str) -> None:

@@ -2,8 +2,8 @@
 
 A loop hands over full state dicts (gathered by ``qwen_cli.train.distributed``) and a callable
 that writes the model files; this module lays out ``OUT/checkpoints/step_N`` (model files +
-``qwen_cli.checkpoint.train_state``), keeps the newest ``keep_last``, writes ``OUT/final``, all
-atomically, and finds the newest checkpoint that verifies for ``--resume``. Around a run it
+``qwen_cli.checkpoint.train_state``), keeps the newest ``keep_last``, makes ``OUT/final`` from the
+last step's checkpoint (hard links, no second write), all atomically, and finds the newest checkpoint that verifies for ``--resume``. Around a run it
 refuses to start over another run (:func:`check_run_dir`), removes a replaced run
 (:func:`remove_run`) and the leftovers of writes killed midway (:func:`remove_leftovers`), and
 compares a resumed run's recipe with the one it was trained with (:func:`check_resumable`).
@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from qwen_cli.checkpoint import train_state as ts
-from qwen_cli.checkpoint.files import write_checksums
+from qwen_cli.checkpoint.files import read_checksums, write_checksums
 from qwen_cli.errors import UserError
-from qwen_cli.fsutil import atomic_dir
+from qwen_cli.fsutil import atomic_dir, link_or_copy
 from qwen_cli.recipe import read_toml, toml_value
 
 FINAL = "final"
@@ -41,12 +41,17 @@ def write_checkpoint(run_dir: Path, state: ts.TrainState, optim_state: dict, wri
     return target
 
 
-def write_final(run_dir: Path, write_model: Callable[[Path], None]) -> Path:
-    """``OUT/final``: the finished model directory (no trainer state)."""
+def write_final(run_dir: Path, checkpoint: Path) -> Path:
+    """``OUT/final``: the model files of the last step's ``checkpoint`` (its trainer state left out), hard-linked
+    where the file system allows (else copied) with the checksums already computed for them: the final
+    model is written and hashed once."""
     final_dir = run_dir / FINAL
+    sums = read_checksums(checkpoint)
     with atomic_dir(final_dir) as tmp:
-        write_model(tmp)
-        write_checksums(tmp)
+        for name in sums:
+            if name not in ts.STATE_FILES:
+                link_or_copy(checkpoint / name, tmp / name)
+        write_checksums(tmp, sums)
     return final_dir
 
 

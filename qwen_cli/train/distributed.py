@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -37,6 +38,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    control: Any = None  # a gloo group for host-side flags when the default group is NCCL (None: the default)
 
     @property
     def is_main(self) -> bool:
@@ -69,7 +71,8 @@ def init(device_name: str = "auto", backend: str = "auto") -> DistInfo:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
-    return DistInfo(rank, world_size, local_rank, device)
+    control = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+    return DistInfo(rank, world_size, local_rank, device, control)
 
 
 def shutdown(info: DistInfo) -> None:
@@ -102,12 +105,24 @@ def barrier(info: DistInfo) -> None:
 
 
 def broadcast_flag(flag: bool, info: DistInfo) -> bool:
-    """True on every rank if any rank's ``flag`` is True (e.g. a stop signal seen by one rank)."""
+    """True on every rank if any rank's ``flag`` is True (e.g. a stop signal seen by one rank).
+
+    The flag travels on the CPU (gloo), so asking every step never waits for the GPU's queued work."""
     if not info.enabled:
         return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=info.device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    value = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=info.control)
     return bool(value.item())
+
+
+def gather_to_main(obj: Any, info: DistInfo) -> list[Any] | None:
+    """Every rank's ``obj`` (picklable; sent between the job's own processes only) on rank 0, in rank
+    order; None on the other ranks. Every rank must call it."""
+    if not info.enabled:
+        return [obj]
+    gathered = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, gathered, dst=0, group=info.control)
+    return gathered
 
 
 def full_model_state(module: nn.Module) -> dict[str, torch.Tensor]:

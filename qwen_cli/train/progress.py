@@ -4,12 +4,14 @@
 is a terminal, and prints one plain line per logged step otherwise (logs, CI, pipes).
 :class:`MetricsWriter` appends one JSON object per logged step to ``metrics.jsonl``; on resume
 it first drops records past the resumed step, so the file reads as one uninterrupted run. The
-file is strict JSON: a NaN or infinite number is written as ``null``.
+file is strict JSON: a NaN or infinite number is written as ``null``. A line that cannot be
+written (a full disk) is removed again and the run stops with one ``WriteError`` line (exit 2).
 Both are no-ops on ranks other than 0, so callers need no ``if rank == 0`` around them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -27,7 +29,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from qwen_cli.fsutil import atomic_file
+from qwen_cli.fsutil import WriteError, atomic_file
 
 FORMATS = {"lr": "{:.2e}", "grad_norm": "{:.3f}", "tok_per_s": "{:,.0f}", "mfu": "{:.1%}"}
 
@@ -64,7 +66,10 @@ class MetricsWriter:
             self._truncate_after(resume_step)
         elif resume_step is None and self.path.exists():
             self.path.unlink()
-        self._handle = open(self.path, "a", encoding="utf-8")
+        try:
+            self._handle = open(self.path, "ab")
+        except OSError as exc:
+            raise WriteError(self.path, exc.strerror or str(exc)) from None
 
     def _truncate_after(self, step: int) -> None:
         kept = []
@@ -79,11 +84,22 @@ class MetricsWriter:
             handle.write("".join(line + "\n" for line in kept))
 
     def write(self, record: Mapping) -> None:
+        """Append one line; a failed write (a full disk) is cut off again and raised as ``WriteError``."""
         if self._handle is None:
             return
         finite = {key: _finite_or_none(value) for key, value in record.items()}
-        self._handle.write(json.dumps(finite, allow_nan=False, default=float) + "\n")
-        self._handle.flush()
+        line = (json.dumps(finite, allow_nan=False, default=float) + "\n").encode("utf-8")
+        start = self._handle.tell()
+        try:
+            self._handle.write(line)
+            self._handle.flush()
+        except OSError as exc:
+            handle, self._handle = self._handle, None
+            with contextlib.suppress(OSError):
+                handle.close()  # may flush part of the line again: cut off below
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, start)  # no half line for the next run to append to
+            raise WriteError(self.path, exc.strerror or str(exc)) from None
 
     def close(self) -> None:
         if self._handle is not None:

@@ -11,13 +11,17 @@ loop needs. Subclass :class:`Stage` and provide:
   ``train.batch_tokens / (train.micro_batch_size · seq_len · world_size)``.
 * ``blocks(model)`` — the repeated units FSDP shards one by one and ``train.compile`` compiles.
 * ``flops_per_token(model)`` — training FLOPs per token, for MFU (0 when unknown).
-* ``count_tokens(batch)`` — tokens a micro batch contributes to throughput and ``tokens_seen``.
+* ``count_tokens(batch)`` — tokens a micro batch contributes to throughput and ``tokens_seen`` (an int or a
+  tensor); it is given the batch as ``train_batches`` yielded it (on the host, before the copy to the device).
 * ``train_batches(layout)`` — this rank's micro batches, an iterator with ``state_dict()`` /
   ``load_state_dict()`` giving the exact data position between optimizer steps (see
   ``qwen_cli.data.shards.ResumableBatches``); ``val_batches(layout)`` — held-out ones (may be empty).
 * ``loss(model, batch) -> (loss_sum, n, metrics)`` — the loss *summed* over ``n`` counted units
-  (tokens with label != -100 for language modelling, pairs for a reward model …) and extra float
-  metrics. The trainer divides by the global sum of ``n`` over micro batches and ranks, so every
+  (tokens with label != -100 for language modelling, pairs for a reward model …) and extra scalar
+  metrics: 0-dim tensors (preferred: they are averaged over the micro batches on the device and read
+  only at logged steps, so the step never waits for the device) or floats (a ``float(tensor)`` in the
+  loss is a device sync every micro batch). ``n`` may be an int or a tensor. The trainer divides
+  by the global sum of ``n`` over micro batches and ranks, so every
   counted unit weighs the same whatever the accumulation or world size. ``model`` is what
   ``build_model`` returned, called inside the FSDP root's forward, so any of its methods may be used.
 * ``write_model(directory, state, config, recipe_text)`` / ``read_model_state(directory, config)``
@@ -90,7 +94,7 @@ class Stage(abc.ABC):
 
     @abc.abstractmethod
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor | int, dict[str, float]]:
-        """(loss summed over n counted units, n, extra float metrics)."""
+        """(loss summed over n counted units, n, extra scalar metrics: 0-dim tensors or floats)."""
 
     @abc.abstractmethod
     def write_model(self, directory: Path, state: dict[str, torch.Tensor], config: Any, recipe_text: str) -> None:

@@ -30,8 +30,17 @@ The run directory (layout in ``qwen_cli.checkpoint.train_state``) is guarded by 
   the learning rate at the resumed step.
 * Resuming a run that already finished (its newest checkpoint is the last step's and ``final/``
   exists) changes nothing and returns exit code 0.
-* A step whose loss or gradient norm is not finite stops the run with one line (``RunFailed``,
-  exit code 1); that step is neither logged nor saved, so the newest checkpoint stays the last good one.
+* A step whose loss or gradient norm is not finite stops the run with one line naming that step
+  (``RunFailed``, exit code 1); no step from it on is logged or saved, so the newest checkpoint stays
+  the last good one.
+* The host waits for the device only where it needs numbers: each step's loss, token count, gradient
+  norm and stage metrics stay on the device until the next logged step (``logging.log_every``), a
+  validation, a checkpoint or a stop, where they are read at once, checked (the non-finite test above,
+  for every step since the last read) and turned into the record (``tok_per_s`` / ``step_time`` /
+  ``mfu`` over the steps since the last read). A diverged step is thus found at the next read.
+* Every rank draws from its own random streams (rank 0 continues those seeded by ``train.seed``; rank
+  ``r > 0`` is re-seeded with ``train.seed + r`` once the identically seeded model is built), and each
+  checkpoint saves every rank's streams for that rank to get back on ``--resume``.
 """
 
 from __future__ import annotations
@@ -64,6 +73,16 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 RESUMABLE = ("logging.*", "checkpoint.*", "distributed.*", "train.val_every", "train.val_batches",
              "train.peak_flops", "train.compile", "train.device", "train.loss_chunk_tokens",
              "model.attention_backend")  # recipe keys a resume may change (see the module docstring)
+
+
+@dataclass
+class StepSums:
+    """One optimizer step's numbers, left on the device until they are read (see the module docstring)."""
+
+    step: int
+    lr: float
+    sums: torch.Tensor  # float64 [loss sum, counted units, tokens, grad norm], summed over ranks
+    extra: dict[str, torch.Tensor | float]  # the stage's metrics, averaged over micro batches
 
 
 @dataclass
@@ -111,6 +130,8 @@ class Trainer:
         self.module = LossModule(self.model, self.stage.loss)
         blocks = self.stage.blocks(self.model)
         dist.shard(self.module, blocks, self.info, self.recipe.distributed.reshard_after_forward)
+        if self.info.rank:  # the model is built alike everywhere; dropout & co. then differ per rank
+            seed_everything(self.recipe.train.seed + self.info.rank)
         if self.recipe.train.compile:
             for block in blocks:
                 block.compile()
@@ -147,7 +168,9 @@ class Trainer:
         dist.load_full_model_state(self.module, model_state)
         dist.load_full_optimizer_state(self.module, self.optimizer, optim_state)
         self.batches.load_state_dict(state.data)
-        ts.restore_rng(path, payload)
+        if not ts.restore_rng(path, payload, self.info.rank, self.info.device) and self.info.rank == len(payload["rng"]):
+            self.console.print(f"{path} holds the random streams of {len(payload['rng'])} processes: rank "
+                               f"{len(payload['rng'])} and above keep their freshly seeded ones", markup=False)
         self._print(f"resumed from {path} (step {state.step})")
         return state.step, state.tokens_seen
 
@@ -172,6 +195,7 @@ class Trainer:
     def _save(self, step: int, tokens_seen: int, final: bool) -> Path | None:
         """Checkpoint ``step`` (and the final model dir when ``final``); rank 0 writes."""
         model_state, optim_state = self._gathered_states()
+        rng = dist.gather_to_main(ts.capture_rng(self.info.device), self.info)
         final_dir = self.run_dir / ckpt.FINAL if final else None
         if self.info.is_main:
             text = self.resolved_recipe.to_toml()
@@ -179,10 +203,10 @@ class Trainer:
             def write_model(directory: Path) -> None:
                 self.stage.write_model(directory, model_state, self.model_config, text)
 
-            state = ts.TrainState(step, self.total_steps, tokens_seen, self.batches.state_dict())
-            ckpt.write_checkpoint(self.run_dir, state, optim_state, write_model, self.recipe.checkpoint.keep_last)
+            state = ts.TrainState(step, self.total_steps, tokens_seen, self.batches.state_dict(), rng)
+            path = ckpt.write_checkpoint(self.run_dir, state, optim_state, write_model, self.recipe.checkpoint.keep_last)
             if final:
-                ckpt.write_final(self.run_dir, write_model)
+                ckpt.write_final(self.run_dir, path)
         dist.barrier(self.info)
         return final_dir
 
@@ -200,32 +224,51 @@ class Trainer:
         val_loss = (totals[0] / totals[1].clamp(min=1)).item()
         return {"val_loss": val_loss, "val_ppl": float(np.exp(min(val_loss, 50.0)))}
 
-    def _train_step(self, step: int) -> dict[str, float]:
+    def _train_step(self, step: int) -> StepSums:
+        """One optimizer step; nothing in it waits for the device (its numbers are read later, by ``_read``)."""
         lr = lr_at(step, self.recipe.optim.lr, self.total_steps, self.recipe.schedule)
         set_lr(self.optimizer, lr)
-        totals = torch.zeros(3, dtype=torch.float64, device=self.info.device)  # loss, n, tokens
-        extra: dict[str, float] = {}
+        sums = torch.zeros(4, dtype=torch.float64, device=self.info.device)  # loss, n, tokens, grad norm
+        extra: dict[str, torch.Tensor | float] = {}
         for _ in range(self.layout.accum_steps):
-            batch = self._to_device(next(self.batches))
+            host_batch = next(self.batches)
+            sums[2] += self.stage.count_tokens(host_batch)  # counted on the host copy: no device sync
             with self._autocast():
-                loss, n, metrics = self.module(batch)
+                loss, n, metrics = self.module(self._to_device(host_batch))
             loss.backward()
-            totals[0] += loss.detach().double()
-            totals[1] += torch.as_tensor(n, device=self.info.device).double()
-            totals[2] += self.stage.count_tokens(batch)
+            sums[0] += loss.detach()
+            sums[1] += n
             for key, value in metrics.items():
-                extra[key] = extra.get(key, 0.0) + float(value) / self.layout.accum_steps
-        dist.all_reduce_sum(totals, self.info)
-        scale = self.info.world_size / max(totals[1].item(), 1.0)  # FSDP averages over ranks
+                value = value.detach().double().to(self.info.device) if torch.is_tensor(value) else value
+                extra[key] = extra.get(key, 0.0) + value / self.layout.accum_steps
+        dist.all_reduce_sum(sums, self.info)
+        scale = (self.info.world_size / sums[1].clamp(min=1)).float()  # FSDP averages over ranks
         torch._foreach_mul_([p.grad for p in self.params if p.grad is not None], scale)
         clip = self.recipe.optim.grad_clip or float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, clip, foreach=True)
         if hasattr(grad_norm, "full_tensor"):
             grad_norm = grad_norm.full_tensor()
+        sums[3] = grad_norm
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"loss": totals[0].item() / max(totals[1].item(), 1.0), "lr": lr,
-                "grad_norm": grad_norm.item(), "tokens": totals[2].item(), **extra}
+        return StepSums(step + 1, lr, sums, extra)
+
+    def _read(self, pending: list[StepSums]) -> list[dict[str, float]]:
+        """The steps' numbers on the host (one device sync); RunFailed at the first that diverged."""
+        last = pending[-1].extra
+        keys = [key for key, value in last.items() if torch.is_tensor(value)]
+        flat = torch.cat([torch.stack([p.sums for p in pending]).flatten(),
+                          torch.stack([last[key] for key in keys]) if keys else pending[0].sums[:0]])
+        values = flat.tolist()
+        read = []
+        for i, p in enumerate(pending):
+            loss_sum, n, tokens, grad_norm = values[4 * i : 4 * i + 4]
+            metrics = {"loss": loss_sum / max(n, 1.0), "lr": p.lr, "grad_norm": grad_norm, "tokens": tokens}
+            self._check_finite(p.step, metrics)
+            read.append(metrics)
+        read[-1].update({key: float(value) for key, value in last.items() if not torch.is_tensor(value)})
+        read[-1].update(zip(keys, values[4 * len(pending):], strict=True))
+        return read
 
     def _measure_peak(self) -> float:
         """Matmul peak without touching the RNG streams (a resumed run has just restored them)."""
@@ -279,40 +322,49 @@ class Trainer:
         mfu = Utilisation(self.stage.flops_per_token(self.model), peak, self.info.world_size, self._print)
         self._announce(peak)
         log_every, val_every = self.recipe.logging.log_every, self.recipe.train.val_every
-        every = self.recipe.checkpoint.every
+        every, total = self.recipe.checkpoint.every, self.total_steps
         record: dict[str, Any] = {}
+        pending: list[StepSums] = []  # steps not read from the device yet
+        window = 0.0  # seconds spent on them
         exit_code = 0
-        progress = RunProgress(self.total_steps, self.stage.name, enabled=self.info.is_main,
+        progress = RunProgress(total, self.stage.name, enabled=self.info.is_main,
                                mode=self.recipe.logging.progress, console=self.console, start=step)
         with StopSignals() as stop, progress:
-            while step < self.total_steps:
+            while step < total:
                 began = time.perf_counter()
-                metrics = self._train_step(step)
-                elapsed = time.perf_counter() - began
+                pending.append(self._train_step(step))
                 step += 1
-                self._check_finite(step, metrics)
-                tokens_seen += int(metrics["tokens"])
-                tok_s = metrics["tokens"] / elapsed
-                record = {"step": step, **metrics, "tokens_seen": tokens_seen, "tok_per_s": tok_s,
-                          **mfu.fields(tok_s), "step_time": elapsed}
-                if val_every and step % val_every == 0 and step < self.total_steps:
+                stopping = dist.broadcast_flag(stop.received is not None, self.info) and step < total
+                validating = bool(val_every) and step % val_every == 0 and step < total
+                saving = bool(every) and step % every == 0 and step < total
+                logged = step % log_every == 0 or step == total or validating
+                if not (logged or saving or stopping):
+                    window += time.perf_counter() - began
+                    progress.update(step, log=False)
+                    continue
+                read = self._read(pending)
+                window += time.perf_counter() - began
+                tokens = sum(r["tokens"] for r in read)
+                tokens_seen += int(tokens)
+                record = {"step": step, **read[-1], "tokens_seen": tokens_seen, "tok_per_s": tokens / window,
+                          **mfu.fields(tokens / window), "step_time": window / len(read)}
+                pending, window = [], 0.0
+                if validating:
                     val = self._validate()
                     record.update(val)
                     if val:
                         progress.print(f"step {step}: val_loss {val['val_loss']:.4f}")
-                logged = step % log_every == 0 or step == self.total_steps or "val_loss" in record
                 if logged:
                     writer.write(record)
                 progress.update(step, mfu.shown(record), log=logged)
-                stopping = dist.broadcast_flag(stop.received is not None, self.info)
-                if stopping and step < self.total_steps:
+                if stopping:
                     self._save(step, tokens_seen, final=False)
                     signum = stop.received or signal.SIGTERM
                     self._print(f"stopped by {signal.Signals(signum).name} after step {step}; "
                                 f"checkpoint saved (continue with --resume)")
                     exit_code = 128 + int(signum)
                     break
-                if every and step % every == 0 and step < self.total_steps:
+                if saving:
                     self._save(step, tokens_seen, final=False)
         final_dir = self._finish(step, tokens_seen, record, writer) if exit_code == 0 else None
         return TrainResult(self.run_dir, final_dir, step, exit_code, record)
