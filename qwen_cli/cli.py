@@ -25,15 +25,17 @@ COMMAND_MODULES = (
     "tokenize",
     "pretrain",
     "sft",
+    "rlhf",
     "chat",
     "eval",
     "extend_context",
     "convert",
+    "specialize",
 )
 
 app = typer.Typer(
     name="qwen",
-    help="Reproduce the Qwen (v1) model lineage: tokenize, pretrain, sft, eval, chat, convert.",
+    help="Reproduce the Qwen (v1) model lineage: tokenize, pretrain, sft, rlhf, specialize, extend-context, eval, chat, convert.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

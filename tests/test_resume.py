@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import ROOT, TINY_OVERRIDES, TINY_RECIPE, final_weights, tiny_recipe
+from train_fixtures import ROOT, TINY_OVERRIDES, TINY_RECIPE, final_weights, kill_after_step, tiny_recipe
 
 import qwen_cli
 from qwen_cli.checkpoint import train_state as ts
@@ -97,14 +97,7 @@ def _run_cli(out: Path, shards: Path, *extra: str) -> subprocess.Popen:
 def test_sigkill_between_checkpoints_then_resume_is_bit_exact(shards, reference, tmp_path):
     out = tmp_path / "run"
     proc = _run_cli(out, shards, "--set", "train.steps=8")
-    metrics = out / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline:  # kill once step 5 is logged: checkpoint 4 exists, step 6's does not
-        if metrics.exists() and any(json.loads(x)["step"] >= 5 for x in metrics.read_text().splitlines() if x):
-            break
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
+    kill_after_step(proc, out / "metrics.jsonl", 5, timeout=120)  # checkpoint 4 exists, step 6's does not
     assert not (out / "final").exists()
     resumed = _run_cli(out, shards, "--resume")
     _, err = resumed.communicate(timeout=180)

@@ -7,13 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from rlhf_fixtures import PPO_RECIPE, prompt_file, tiny_checkpoint, tiny_reward_model, write_toml
 from safetensors.torch import load_file
+from train_fixtures import kill_after_step
 
 from qwen_cli.recipe import load_recipe
 from qwen_cli.rl.ppo import PPORun
@@ -135,14 +135,7 @@ def test_sigkill_then_resume_is_bit_exact(models, shards, tmp_path):
     assert run_ppo(recipe, tmp_path / "reference")[0] == 0
     out = tmp_path / "run"
     proc = _ppo_cli(recipe, out)
-    metrics = out / "metrics.jsonl"
-    deadline = time.time() + 180
-    while time.time() < deadline:  # kill once step 3 is logged: checkpoint 2 exists, step 4's does not
-        if metrics.exists() and any(json.loads(x)["step"] >= 3 for x in metrics.read_text().splitlines() if x):
-            break
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
+    kill_after_step(proc, out / "metrics.jsonl", 3)  # checkpoint 2 exists, step 4's does not
     assert not (out / "final").exists()
     resumed = _ppo_cli(recipe, out, "--resume")
     _, err = resumed.communicate(timeout=300)

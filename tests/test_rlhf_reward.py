@@ -153,7 +153,7 @@ def test_reward_refuses_a_bad_pair_line_naming_it(tmp_path, run_qwen):
     recipe = write_toml(tmp_path / "r.toml", REWARD_RECIPE.format(base=base, test=bad, train=bad, pmp="",
                                                                   pmp_steps=0))
     code, _, err = run_qwen("rlhf", "reward", recipe, "--out", tmp_path / "run")
-    assert code == 2 and f"{bad}:2: missing key 'rejected'" in err and "Traceback" not in err
+    assert code == 2 and f"{bad}:2: missing field 'rejected'" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
 

@@ -6,8 +6,10 @@ interpreter's installation (local, deterministic for a given Python build).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 from qwen_cli.data.encode import encode_corpus
@@ -49,3 +51,13 @@ def tiny_recipe(shards: Path, *extra: str) -> Recipe:
 def final_weights(run_dir: Path) -> bytes:
     return (run_dir / "final" / "model.safetensors").read_bytes()
 
+
+def kill_after_step(proc, metrics: Path, step: int, timeout: float = 180) -> None:
+    """SIGKILL ``proc`` as soon as ``metrics`` (a run's metrics.jsonl) has logged ``step``."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if metrics.exists() and any(json.loads(x)["step"] >= step for x in metrics.read_text().splitlines() if x):
+            break
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()

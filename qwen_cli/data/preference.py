@@ -19,7 +19,6 @@ right-padded; ``end_index`` is each row's last real position and ``labels`` mark
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 
 from qwen_cli.data.chat_format import Message, validate
 from qwen_cli.data.chat_template import ChatTemplate
+from qwen_cli.data.jsonl import read_jsonl_lines
 from qwen_cli.errors import UserError
 
 
@@ -65,29 +65,8 @@ def prompt_messages(value, where: str) -> list[Message]:
 
 
 def read_jsonl_records(path: str | Path, required: tuple[str, ...]) -> list[tuple[str, dict]]:
-    """``(where, record)`` for every non-blank line; a ``UserError`` names ``file:line`` at fault."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-    records = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{where}: invalid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{where}: expected a JSON object")
-        missing = [key for key in required if key not in record]
-        if missing:
-            raise UserError(f"{where}: missing key {missing[0]!r}")
-        records.append((where, record))
+    """``(where, record)`` for every non-blank line of a non-empty file (errors name ``file:line``)."""
+    records = read_jsonl_lines(path, required)
     if not records:
         raise UserError(f"{path}: no records")
     return records

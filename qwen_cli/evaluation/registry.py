@@ -25,18 +25,22 @@ brackets are optional)::
     humaneval test: [task_id], prompt, canonical_solution, test, entry_point
     mbpp      test: [task_id], text, code, test_list [..], [test_setup_code]
     bbh       test: input, target, subtask (the lm-eval ``bbh/cot_fewshot`` subtask name)
+    math_heldout  test: question, answer (the held-out split ``qwen specialize math`` writes to RUN/data)
+    math401   test: query, response (Yuan et al. 2023, arithmetic)
+    math23k   test: original_text, ans (Wang et al. 2017, Chinese grade-school problems)
+
+The last three come only from ``--data-dir`` (no package ships them).
 """
 
 from __future__ import annotations
 
 import ast
-import gzip
 import importlib.util
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from qwen_cli.data.jsonl import read_jsonl
 from qwen_cli.errors import UserError
 
 SPLITS: dict[str, tuple[str, ...]] = {
@@ -47,6 +51,9 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "humaneval": ("test",),
     "mbpp": ("test",),
     "bbh": ("test",),
+    "math_heldout": ("test",),
+    "math401": ("test",),
+    "math23k": ("test",),
 }
 REQUIRED: dict[str, tuple[str, ...]] = {
     "gsm8k": ("question", "answer"),
@@ -56,6 +63,9 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "humaneval": ("prompt", "canonical_solution", "test", "entry_point"),
     "mbpp": ("text", "code", "test_list"),
     "bbh": ("input", "target", "subtask"),
+    "math_heldout": ("question", "answer"),
+    "math401": ("query", "response"),
+    "math23k": ("original_text", "ans"),
 }
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
                  "number_theory", "prealgebra", "precalculus")
@@ -89,34 +99,6 @@ def package_dir(package: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def read_jsonl(path: Path, required: tuple[str, ...] = ()) -> list[dict]:
-    """Rows of a .jsonl or .jsonl.gz file; a line that is not a JSON object or lacks a ``required``
-    field is a UserError naming file and line."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    rows.append(_row(line, required, f"{path}:{number}"))
-    except (OSError, EOFError) as exc:
-        raise UserError(f"{path}: unreadable ({exc})") from None
-    return rows
-
-
-def _row(line: str, required: tuple[str, ...], where: str) -> dict:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{where}: not a JSON object ({exc.msg})") from None
-    if not isinstance(row, dict):
-        raise UserError(f"{where}: not a JSON object (got {type(row).__name__})")
-    missing = [name for name in required if name not in row]
-    if missing:
-        raise UserError(f"{where}: missing field {', '.join(map(repr, missing))}")
-    return row
 
 
 def _olmo_docs(olmo: Path, task: str) -> list[dict]:

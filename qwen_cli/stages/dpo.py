@@ -23,7 +23,6 @@ from rich.console import Console
 
 from qwen_cli.checkpoint import load_model
 from qwen_cli.data.chat_template import ChatTemplate
-from qwen_cli.data.shards import BatchLayout
 from qwen_cli.errors import UserError
 from qwen_cli.evaluation.preference import reply_logprobs
 from qwen_cli.evaluation.reward_report import render, score_checkpoint
@@ -32,7 +31,7 @@ from qwen_cli.model import QwenModel
 from qwen_cli.model.config import ABOVE_ZERO
 from qwen_cli.recipe import BASE_SECTIONS, Recipe, ranged
 from qwen_cli.stages.lm import LanguageModelStage
-from qwen_cli.stages.reward import PairBatches, PairData, PairDataSection
+from qwen_cli.stages.reward import PairData, PairDataSection, PairStage
 from qwen_cli.tokenizer import load_tokenizer
 from qwen_cli.train.stage import StageModel
 
@@ -66,7 +65,7 @@ def dpo_loss(policy_logprobs: torch.Tensor, reference_logprobs: torch.Tensor, be
         "chosen_reward": chosen.detach().mean(), "rejected_reward": rejected.detach().mean()}
 
 
-class DPOStage(LanguageModelStage):
+class DPOStage(PairStage, LanguageModelStage):
     """DPO from a chat model on preference pairs."""
 
     name = "dpo"
@@ -92,15 +91,6 @@ class DPOStage(LanguageModelStage):
                             f"max_position_embeddings = {policy.config.max_position_embeddings}")
         self.reference = load_model(self.recipe.init.checkpoint).requires_grad_(False)
         return StageModel(policy, policy.config, self.recipe)
-
-    def count_tokens(self, batch: dict) -> int:
-        return int(batch["attention_mask"].sum())
-
-    def train_batches(self, layout: BatchLayout) -> PairBatches:
-        return PairBatches(self.data.train, layout, self.tokenizer.eot_id, self.recipe.train.seed)
-
-    def val_batches(self, layout: BatchLayout) -> list:
-        return self.data.val_batches(layout, self.recipe.train.val_batches, self.tokenizer.eot_id)
 
     def loss(self, model: QwenModel, batch: dict):
         reference = self.reference.to(batch["input_ids"].device)

@@ -108,7 +108,23 @@ def phase_recipe(recipe: Recipe, phase: str, train_pairs: int, init: str) -> Rec
             .with_section("init", replace(recipe.init, checkpoint=init)))
 
 
-class RewardStage(Stage):
+class PairStage(Stage):
+    """What every stage training on comparison pairs shares: ``self.data`` (a :class:`PairData`) batched as
+    pairs, tokens counted without padding."""
+
+    data: PairData
+
+    def count_tokens(self, batch: dict) -> int:
+        return int(batch["attention_mask"].sum())
+
+    def train_batches(self, layout: BatchLayout) -> PairBatches:
+        return PairBatches(self.data.train, layout, self.tokenizer.eot_id, self.recipe.train.seed)
+
+    def val_batches(self, layout: BatchLayout) -> list:
+        return self.data.val_batches(layout, self.recipe.train.val_batches, self.tokenizer.eot_id)
+
+
+class RewardStage(PairStage):
     """One phase of reward-model training on already-encoded pairs (built by :func:`phase_stage`)."""
 
     name = "reward"
@@ -139,15 +155,6 @@ class RewardStage(Stage):
 
     def flops_per_token(self, model: ScalarHeadModel) -> float:
         return model.backbone.flops_per_token(self.seq_len)
-
-    def count_tokens(self, batch: dict) -> int:
-        return int(batch["attention_mask"].sum())
-
-    def train_batches(self, layout: BatchLayout) -> PairBatches:
-        return PairBatches(self.data.train, layout, self.tokenizer.eot_id, self.recipe.train.seed)
-
-    def val_batches(self, layout: BatchLayout) -> list:
-        return self.data.val_batches(layout, self.recipe.train.val_batches, self.tokenizer.eot_id)
 
     def loss(self, model: ScalarHeadModel, batch: dict):
         chosen, rejected = pair_rewards(model, batch)

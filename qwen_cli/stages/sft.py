@@ -14,7 +14,6 @@ Recipe sections: the base ones, with ``[data]`` replaced by :class:`ChatDataSect
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
@@ -31,7 +30,6 @@ from qwen_cli.data.chat_template import DEFAULT_SYSTEM, ChatStats, ChatTemplate,
 from qwen_cli.data.sft_packing import collate, epoch_rows
 from qwen_cli.data.shards import BatchLayout, ResumableBatches, validation_batches
 from qwen_cli.errors import UserError
-from qwen_cli.interop.qwen2 import GENERATION_CONFIG_FILE, generation_config
 from qwen_cli.model import ModelConfig, QwenModel, lora
 from qwen_cli.model.config import ABOVE_ZERO, NON_NEGATIVE, POSITIVE
 from qwen_cli.recipe import BASE_SECTIONS, FRACTION, ModelSection, Recipe, ranged
@@ -223,8 +221,7 @@ class SFTStage(LanguageModelStage):
             save_file(lora.adapter_state(state), directory / ADAPTER_FILE)
             state = lora.merge_state(state, self.recipe.lora.alpha / self.recipe.lora.rank)
         super().write_model(directory, state, config, recipe_text)
-        generation = generation_config(self.tokenizer.special_ids)  # transformers' generate stops at <|im_end|>
-        (directory / GENERATION_CONFIG_FILE).write_text(json.dumps(generation, indent=2))
+        self.write_generation_config(directory)
 
     def read_model_state(self, directory: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
         """With LoRA: the frozen base weights of ``init.checkpoint`` plus the saved adapters."""
