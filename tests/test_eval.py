@@ -290,4 +290,4 @@ def test_unknown_task_is_a_one_line_error(tiny):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: --tasks: unknown task nope (known: gsm8k, math, mmlu, "
-                                                "ceval, humaneval, mbpp, bbh)"]
+                                                "ceval, humaneval, mbpp, bbh, math_heldout, math401, math23k)"]

@@ -166,3 +166,23 @@ def test_tiny_rlhf_recipes_load():
     load_recipe(ROOT / "recipes" / "tiny" / "ppo.toml", sections=SECTIONS)
     load_recipe(ROOT / "recipes" / "tiny" / "reward.toml", sections=REWARD_SECTIONS)
     load_recipe(ROOT / "recipes" / "tiny" / "dpo.toml", sections=DPO_SECTIONS)
+
+
+def test_ppo_climbs_a_reward_it_can_reach(models, shards, tmp_path, monkeypatch):
+    """Oracle: with the reward = share of reply tokens below 128 (about a quarter for the random policy),
+    PPO must raise it; a flipped advantage or ratio sign, or an update that ignores the reward, fails."""
+    from qwen_cli.rl import rollout as rollout_module
+
+    def ascii_share(reward, rollout, end_id, pad_id):
+        replies = rollout.input_ids[:, rollout.prompt_width:]
+        return ((replies < 128) & rollout.mask).float().sum(1) / rollout.mask.sum(1)
+
+    monkeypatch.setattr(rollout_module, "end_scores", ascii_share)
+    recipe = ppo_recipe(models, shards, tmp_path / "ppo.toml", steps=24, value_only=0, ptx=0.0)
+    torch.set_num_threads(1)
+    run = PPORun(load_recipe(recipe, ["ppo.policy_lr=1e-2", "logging.log_every=1", "ppo.eval_prompts="],
+                             sections=SECTIONS), tmp_path / "run")
+    assert run.run()[0] == 0
+    rewards = [json.loads(line).get("reward") for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rewards = [r for r in rewards if r is not None]
+    assert sum(rewards[:4]) / 4 < 0.35 and sum(rewards[-4:]) / 4 > 0.6, rewards

@@ -14,7 +14,8 @@ def register(app: typer.Typer) -> None:
     def eval_command(
         checkpoint: Path = typer.Argument(..., help="Checkpoint directory (ours or any HF Qwen2 directory)."),
         tasks: str = typer.Option("gsm8k,humaneval,mmlu", "--tasks",
-                                  help="Comma list of mmlu, ceval, gsm8k, math, humaneval, mbpp, bbh."),
+                                  help="Comma list of mmlu, ceval, gsm8k, math, humaneval, mbpp, bbh, "
+                                       "math_heldout, math401, math23k (the last three need --data-dir)."),
         num_fewshot: int | None = typer.Option(None, "--num-fewshot", help="Shots for every task (default: the paper's)."),
         limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N items per task."),
         batch_size: int = typer.Option(8, "--batch-size", help="Sequences per forward pass."),

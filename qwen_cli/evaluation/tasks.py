@@ -16,6 +16,9 @@ math       4      "Problem: .. Solution: .." with lm-eval's minerva_math exempla
 humaneval  0      the function signature + docstring; completion run against the tests
 mbpp       3      "You are an expert Python programmer ..[BEGIN] .. [DONE]" with tasks 2, 3, 4
 bbh        3      lm-eval's bbh/cot_fewshot description + 3 chain-of-thought exemplars per subtask
+math_heldout 0    "Question: .. Answer:"; the first line of the reply must equal the answer
+math401    0      the expression itself ("12+34="); the first number of the reply, to 1e-3 relative
+math23k    0      "问题：.. 答案："; the last number of the reply (fractions, percentages), to 1e-4
 =========  =====  ===========================================================================
 
 Multiple-choice tasks score the letter by log-likelihood (accuracy); GSM8K/MATH/BBH greedy
@@ -26,6 +29,7 @@ the sandbox and report pass@1 with the unbiased estimator.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 
 from qwen_cli.errors import UserError
@@ -33,9 +37,10 @@ from qwen_cli.evaluation import scoring
 from qwen_cli.evaluation.passk import pass_at_k
 from qwen_cli.evaluation.progress import EvalProgress
 from qwen_cli.evaluation.registry import Benchmark, DataUnavailable, lm_eval_literal, lm_eval_yaml
-from qwen_cli.evaluation.sandbox import Limits, run_programs
+from qwen_cli.sandbox import Limits, run_programs
 
-PAPER_SHOTS = {"mmlu": 5, "ceval": 5, "gsm8k": 8, "math": 4, "humaneval": 0, "mbpp": 3, "bbh": 3}
+PAPER_SHOTS = {"mmlu": 5, "ceval": 5, "gsm8k": 8, "math": 4, "humaneval": 0, "mbpp": 3, "bbh": 3,
+               "math_heldout": 0, "math401": 0, "math23k": 0}  # the report gives no shots for the last three
 LETTERS = ("A", "B", "C", "D")
 HUMANEVAL_STOPS = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
 
@@ -133,6 +138,65 @@ def _math_check(reply: str, doc: dict) -> bool:
 
 def _bbh_check(reply: str, doc: dict) -> bool:
     return scoring.bbh_correct(reply, doc["target"])
+
+
+def _number(text: str) -> float | None:
+    """``12``, ``-1,234.5``, ``3/4``, ``50%`` as a float (None when it is none of these)."""
+    text = text.strip().replace(",", "").rstrip(".")
+    try:
+        if text.endswith("%"):
+            return float(text[:-1]) / 100
+        if "/" in text:
+            numerator, denominator = text.split("/", 1)
+            return float(numerator) / float(denominator)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _close(a: float | None, b: float | None, rel: float) -> bool:
+    return a is not None and b is not None and abs(a - b) <= max(rel * abs(b), 1e-9)
+
+
+def exact_answer(reply: str, gold: str) -> bool:
+    """Whether the reply's first line is the gold answer: the same text once spaces and a final '.' are
+    dropped, or the same number (``0.50`` = ``1/2``)."""
+    lines = reply.strip().splitlines()
+    got = "".join(lines[0].split()).rstrip(".") if lines else ""
+    want = "".join(gold.split()).rstrip(".")
+    return got == want or _close(_number(got), _number(want), 1e-9)
+
+
+def _math_heldout_check(reply: str, doc: dict) -> bool:
+    return exact_answer(reply, doc["answer"])
+
+
+def _math401_check(reply: str, doc: dict) -> bool:
+    found = scoring.NUMBER.search(reply)
+    return found is not None and _close(_number(found.group()), _number(str(doc["response"])), 1e-3)
+
+
+def _math23k_check(reply: str, doc: dict) -> bool:
+    found = re.findall(r"-?[\d,]*\.?\d+(?:/\d+|%)?", reply)
+    return bool(found) and _close(_number(found[-1]), _number(str(doc["ans"])), 1e-4)
+
+
+def _math_heldout(benchmark: Benchmark, shots: int) -> dict:
+    _take([], shots, "math_heldout")
+    prompt = functools.partial(_qa_prompt, "", "question", "Question: {}\nAnswer:")
+    return _generated(_math_heldout_check, prompt, ["\n", "<|endoftext|>"], 32, "answer")
+
+
+def _math401(benchmark: Benchmark, shots: int) -> dict:
+    _take([], shots, "math401")
+    return _generated(_math401_check, functools.partial(_qa_prompt, "", "query", "{}"), ["\n", "<|endoftext|>"],
+                      32, "response")
+
+
+def _math23k(benchmark: Benchmark, shots: int) -> dict:
+    _take([], shots, "math23k")
+    prompt = functools.partial(_qa_prompt, "", "original_text", "问题：{}\n答案：")
+    return _generated(_math23k_check, prompt, ["\n\n", "<|endoftext|>"], 256, "ans")
 
 
 def _qa_prompt(prefix: str, question_field: str, lead: str, doc: dict) -> str:
@@ -259,7 +323,8 @@ def task_config(benchmark: Benchmark, shots: int | None = None, limits: Limits =
     elif benchmark.name in ("humaneval", "mbpp"):
         body = _code(benchmark, shots, limits, workers, progress or EvalProgress(enabled=False))
     else:
-        body = {"gsm8k": _gsm8k, "math": _math, "bbh": _bbh}[benchmark.name](benchmark, shots)
+        body = {"gsm8k": _gsm8k, "math": _math, "bbh": _bbh, "math_heldout": _math_heldout, "math401": _math401,
+                "math23k": _math23k}[benchmark.name](benchmark, shots)
     return {
         "task": benchmark.name,
         "dataset_path": benchmark.source,
