@@ -33,7 +33,7 @@ echo "Hello, how are you?" | qwen chat runs/tiny/sft/final --max-new-tokens 32
 
 step "6/9 comparison pairs from real data: chatterbot replies vs mismatched ones; arithmetic answers vs near misses"
 qwen rlhf pairs chat-mismatch --data-dir tests/fixtures/chatterbot_en.jsonl --out runs/tiny/pairs/chat
-qwen rlhf pairs arithmetic --limit 2000 --out runs/tiny/pairs/arithmetic
+qwen rlhf pairs arithmetic --limit 1000 --out runs/tiny/pairs/arithmetic
 
 step "7/9 reward model: preference-model pretraining on the chat pairs, then fine-tuning on arithmetic (recipes/tiny/reward.toml)"
 qwen rlhf reward recipes/tiny/reward.toml --out runs/tiny/reward

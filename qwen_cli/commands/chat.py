@@ -1,4 +1,5 @@
-"""`qwen chat CKPT [--system TEXT] [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--messages FILE] [--json]`."""
+"""`qwen chat CKPT [--system TEXT] [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--messages FILE] [--json]
+[--verbose] [--quantize int8] [--compile]`."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ def chat(
     messages: Path | None = typer.Option(None, "--messages", help="JSON conversation to continue "
                                          "(answered first when it ends with a user turn)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per reply instead of streamed text"),
+    verbose: bool = typer.Option(False, "--verbose", help="print time to first token and tokens/s after each "
+                                 "reply (--json: as fields time_to_first_token_s, tokens_per_s)"),
+    quantize: str = typer.Option("none", "--quantize", help="none | int8 (weight-only int8 linear layers; "
+                                 "the checkpoint on disk is not changed)"),
+    compile_decode: bool = typer.Option(False, "--compile", help="static KV cache + torch.compile'd decode step "
+                                        "(compiles once per process, on the first reply)"),
 ) -> int:
     """Chat with a model: a terminal REPL, or one user message per line when stdin is not a terminal.
 
@@ -26,6 +33,10 @@ def chat(
     """
     if top_p <= 0:  # typer's bounds are inclusive; checked before the slow imports below
         raise typer.BadParameter("must be in (0, 1]", param_hint="'--top-p'")
+    from qwen_cli.model.quantize import QUANTIZE_MODES, quantize_model
+
+    if quantize not in QUANTIZE_MODES:
+        raise typer.BadParameter(f"must be one of {', '.join(QUANTIZE_MODES)}", param_hint="'--quantize'")
     from rich.console import Console
     from rich.markup import escape
 
@@ -41,8 +52,8 @@ def chat(
 
     file_system, history = read_messages(messages) if messages is not None else (None, [])
     model, tokenizer = load(checkpoint)
-    session = ChatSession(model, tokenizer, system or file_system or DEFAULT_SYSTEM, max_new_tokens,
-                          temperature, top_p, seed)
+    session = ChatSession(quantize_model(model, quantize), tokenizer, system or file_system or DEFAULT_SYSTEM,
+                          max_new_tokens, temperature, top_p, seed, compile=compile_decode)
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     interactive = sys.stdin.isatty() and not as_json
     pending = None
@@ -55,7 +66,7 @@ def chat(
     lines = terminal_lines(console) if interactive else piped_lines()
     if pending is not None:
         lines = _prepend(pending, lines)
-    run_loop(session, lines, console, as_json, interactive)
+    run_loop(session, lines, console, as_json, interactive, verbose)
     return 0
 
 

@@ -26,9 +26,11 @@ def register(app: typer.Typer) -> None:
         workers: int | None = typer.Option(None, "--workers", min=1, help="Parallel sandboxes for code tasks (default: all cores)."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
         max_gen_toks: int | None = typer.Option(None, "--max-gen-toks", help="Cap generated tokens (quick runs)."),
+        quantize: str = typer.Option("none", "--quantize", help="none | int8: weight-only int8 linear layers "
+                                     "(in memory; the checkpoint is not changed)."),
     ) -> int:
         """Score CKPT on lm-eval tasks; exit 1 if a task had to be skipped for lack of data."""
         from qwen_cli.evaluation.runner import run_eval
 
         return run_eval(checkpoint, tasks, num_fewshot, limit, batch_size, data_dir, out, seed, hub,
-                        workers, device, max_gen_toks)
+                        workers, device, max_gen_toks, quantize=quantize)

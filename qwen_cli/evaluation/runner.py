@@ -52,7 +52,7 @@ def _check_device(device: str) -> None:
 def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit: int | None = None,
              batch_size: int = 8, data_dir: Path | None = None, out: Path | None = None, seed: int = 0,
              allow_hub: bool = False, workers: int | None = None, device: str = "cpu",
-             max_gen_toks: int | None = None, console: Console | None = None) -> int:
+             max_gen_toks: int | None = None, console: Console | None = None, quantize: str = "none") -> int:
     """Evaluate ``checkpoint`` on ``tasks`` (comma list); returns the exit status (see module doc)."""
     console = console or Console(stderr=True)
     names = parse_tasks(tasks)
@@ -65,6 +65,10 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
     if max_gen_toks is not None and max_gen_toks < 1:
         raise UserError("--max-gen-toks must be >= 1")
     _check_device(device)
+    from qwen_cli.model.quantize import QUANTIZE_MODES, quantize_model
+
+    if quantize not in QUANTIZE_MODES:
+        raise UserError(f"--quantize must be one of {', '.join(QUANTIZE_MODES)}, got {quantize!r}")
     if data_dir is not None and not data_dir.is_dir():
         raise UserError(f"{data_dir}: --data-dir is not a directory")
     if out is not None:
@@ -96,6 +100,7 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
     from qwen_cli.evaluation.report import build_record, checkpoint_hash, render_table
 
     model, tokenizer = load(checkpoint, device=device)
+    model = quantize_model(model, quantize)
     lm = QwenLM(model=model, tokenizer=tokenizer, batch_size=batch_size, seed=seed, progress=progress)
     lm_results = None
     if configs:
@@ -104,7 +109,7 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
     config = {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": checkpoint_hash(checkpoint),
               "tasks": names, "shots": shots, "limit": limit, "seed": seed, "batch_size": batch_size,
               "max_gen_toks": max_gen_toks, "window": lm.max_length, "min_gen_toks": MIN_GEN_TOKS,
-              "device": device, "data_sources": sources, "sandbox": isolation()}
+              "device": device, "quantize": quantize, "data_sources": sources, "sandbox": isolation()}
     record = build_record(config, lm_results, skipped, lm.prompts_cut)
     render_table(record, Console())
     if out is not None:
