@@ -3,41 +3,78 @@
 The spine's benchmark config (hidden 512, 8 layers, 8 heads, FFN 1376, vocabulary 151,936,
 fp32, random weights), exported with ``save_model`` and loaded by ``AutoModelForCausalLM``.
 Both decode greedily for ``--new-tokens`` tokens after a ``--prompt-len`` token prompt (no stop
-token, so every row runs to the end); the number is new tokens per second (prefill included),
-best of ``--repeats``. Greedy outputs of the two engines are compared too.
+token, so every row runs to the end). Ours runs in up to three modes: ``eager`` (today's loop),
+``compiled`` (static KV cache + torch.compile'd decode step, fp32) and ``int8`` (weight-only int8,
+default threshold: here only the output matrix; eager loop). Timed runs of all engines are
+interleaved (ours, theirs, ours, theirs …, ``--repeats`` rounds after one untimed warm-up, which
+pays the compile); each rate is the median, each ratio the median (min–max) of per-round ratios
+against transformers fp32. Greedy outputs are compared with transformers' too.
 
-    flock /tmp/team/bench.lock python bench/bench_decode.py [--batch 1 8] [--new-tokens 64]
+With ``--ppl-checkpoint`` (default: the tiny demo model, if trained) the int8 quality cost is
+printed as the perplexity of that model, fp32 vs int8 of every linear layer (an upper bound on the
+default, which quantises only matrices of >= ``MIN_ELEMENTS`` weights), on held-out token ids (the validation
+split of its shards, never trained on).
+
+    flock /tmp/team/bench.lock python bench/bench_decode.py [--batch 1 8] [--new-tokens 48] [--modes eager compiled int8]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import statistics
 import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
+from interleave import interleaved_times, ratio_summary
 
-from qwen_cli.checkpoint import save_model
+from qwen_cli.checkpoint import load_model, save_model
+from qwen_cli.inference import static_decode
 from qwen_cli.inference.generate import generate
 from qwen_cli.model import ModelConfig, QwenModel
+from qwen_cli.model.quantize import quantize_model
+
+MODES = ("eager", "compiled", "int8")
 
 
-def best_rate(fn, new_tokens: int, repeats: int) -> tuple[float, list]:
-    fn_out = fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn_out = fn()
-        best = min(best, time.perf_counter() - start)
-    return new_tokens / best, fn_out
+@torch.inference_mode()
+def heldout_perplexity(model: QwenModel, tokens: np.ndarray, window: int) -> float:
+    """exp(mean next-token NLL) over consecutive ``window``-token pieces of ``tokens``."""
+    pieces = torch.from_numpy(tokens[: len(tokens) // window * window].astype(np.int64)).view(-1, window)
+    total, count = 0.0, 0
+    for batch in pieces.split(16):
+        logits = model(batch[:, :-1])
+        total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch[:, 1:].flatten(),
+                                                   reduction="sum").item()
+        count += batch[:, 1:].numel()
+    return float(np.exp(total / count))
+
+
+def report_perplexity(checkpoint: Path, heldout: Path) -> None:
+    if not (checkpoint / "config.json").is_file() or not heldout.is_file():
+        print(f"perplexity: skipped ({checkpoint} or {heldout} missing; train the tiny demo model first)")
+        return
+    tokens = np.fromfile(heldout, dtype="<u4")
+    fp32 = load_model(checkpoint).eval()
+    window = min(128, fp32.config.max_position_embeddings)
+    before = heldout_perplexity(fp32, tokens, window)
+    after = heldout_perplexity(quantize_model(fp32, "int8", min_elements=0), tokens, window)
+    print(f"perplexity on {len(tokens)} held-out tokens ({heldout}), {checkpoint}: fp32 {before:.3f}  "
+          f"int8, every linear layer {after:.3f}  change {100 * (after / before - 1):+.2f}%")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--prompt-len", type=int, default=32)
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--ppl-checkpoint", type=Path, default=Path("runs/tiny/pretrain/final"))
+    parser.add_argument("--ppl-tokens", type=Path, default=Path("runs/tiny/shards/val/shard_00000.bin"))
     args = parser.parse_args()
     from transformers import AutoModelForCausalLM
 
@@ -48,23 +85,41 @@ def main() -> None:
         save_model(f"{tmp}/m", model)
         hf = AutoModelForCausalLM.from_pretrained(f"{tmp}/m", torch_dtype=torch.float32).eval()
     hf.generation_config.pad_token_id = 0
+    int8 = quantize_model(copy.deepcopy(model), "int8") if "int8" in args.modes else None
+    engines = {"eager": (model, False), "compiled": (model, True), "int8": (int8, False)}
     print(f"hidden 512, 8 layers, vocab 151936, fp32, prompt {args.prompt_len}, {args.new_tokens} new tokens, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, {args.repeats} interleaved rounds")
     for b in args.batch:
         prompts = torch.randint(0, 150000, (b, args.prompt_len), generator=torch.Generator().manual_seed(b))
-        n = b * args.new_tokens
-        ours, ours_out = best_rate(lambda p=prompts: generate(model, p.tolist(), args.new_tokens), n, args.repeats)
+        outputs: dict[str, list] = {}
 
-        def hf_generate(p=prompts):
+        def ours(mode: str, p=prompts, outputs=outputs):
+            net, compiled = engines[mode]
+            outputs[mode] = generate(net, p.tolist(), args.new_tokens, compile=compiled)
+
+        def theirs(p=prompts, outputs=outputs):
             with torch.inference_mode():
                 out = hf.generate(p, attention_mask=torch.ones_like(p), max_new_tokens=args.new_tokens,
                                   min_new_tokens=args.new_tokens, do_sample=False)
-            return out[:, args.prompt_len :].tolist()
+            outputs["transformers"] = out[:, args.prompt_len :].tolist()
 
-        ref, ref_out = best_rate(hf_generate, n, args.repeats)
-        agree = sum(a == r for a, r in zip(ours_out, ref_out, strict=True))
-        print(f"batch {b}: qwen_cli {ours:7.1f} tok/s   transformers {ref:7.1f} tok/s   ratio {ours / ref:.2f}x   "
-              f"identical greedy rows {agree}/{b}")
+        runs = {}
+        for mode in args.modes:
+            runs[mode] = lambda m=mode: ours(m)
+            runs[f"transformers/{mode}"] = theirs
+        start = time.perf_counter()
+        times = interleaved_times(runs, args.repeats)
+        compile_s = sum(s for (_, batch, _), s in static_decode.compile_seconds.items() if batch == b)
+        n = b * args.new_tokens
+        ref = [t for name, ts in times.items() if name.startswith("transformers") for t in ts]
+        print(f"batch {b}: transformers fp32 {n / statistics.median(ref):7.1f} tok/s   "
+              f"(compile paid once in the warm-up: {compile_s:.1f} s; whole batch {time.perf_counter() - start:.0f} s)")
+        for mode in args.modes:
+            agree = sum(a == r for a, r in zip(outputs[mode], outputs["transformers"], strict=True))
+            print(f"  qwen_cli {mode:8s} {n / statistics.median(times[mode]):7.1f} tok/s   "
+                  f"ratio {ratio_summary(times[mode], times[f'transformers/{mode}'])}   "
+                  f"identical greedy rows {agree}/{b}")
+    report_perplexity(args.ppl_checkpoint, args.ppl_tokens)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,19 @@ class Reply:
     text: str
     tokens: int
     finish_reason: str  # "stop" (a stop token), "length" (max_new_tokens) or "interrupted" (Ctrl-C)
+    first_token_s: float | None = None  # seconds from the request to the first new token (None: no token)
+    seconds: float = 0.0  # whole generation, prefill included
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """New tokens per second of the whole reply (prefill included)."""
+        return self.tokens / self.seconds if self.tokens and self.seconds > 0 else None
+
+    def timing(self) -> dict:
+        """The ``--verbose`` numbers: time to first token and tokens/s (rounded for printing)."""
+        rate = self.tokens_per_s
+        return {"time_to_first_token_s": None if self.first_token_s is None else round(self.first_token_s, 4),
+                "tokens_per_s": None if rate is None else round(rate, 2)}
 
 
 class ChatSession:
@@ -55,12 +69,13 @@ class ChatSession:
 
     def __init__(self, model, tokenizer, system: str = DEFAULT_SYSTEM, max_new_tokens: int = 512,
                  temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
-                 window: int | None = None) -> None:
+                 window: int | None = None, compile: bool = False) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.template = ChatTemplate(tokenizer, system)
         self.system = system
         self.history: list[Message] = []
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
+        self.compile = compile  # static-cache compiled decode (see qwen_cli.inference.static_decode)
         self.window = window or model.config.max_position_embeddings
         self.prompt_budget = max(self.window - max_new_tokens, self.window // 2)
 
@@ -86,24 +101,29 @@ class ChatSession:
                 on_text(piece)
 
         def on_token(_: int, token: int) -> None:
+            if not tokens:
+                timing["first"] = time.perf_counter() - start
             tokens.append(token)
             emit(decoder.add(token))
 
         seed = None if self.seed is None else self.seed + len(self.history) // 2
         reason = "stop"
+        timing: dict[str, float] = {}
+        start = time.perf_counter()
         try:
             budget = max(0, min(self.max_new_tokens, self.window - len(prompt)))  # never past the context window
             generate(self.model, [prompt], budget, temperature=self.temperature, top_p=self.top_p,
-                     stop_ids=self.template.stop_ids, seed=seed, on_token=on_token)
+                     stop_ids=self.template.stop_ids, seed=seed, on_token=on_token, compile=self.compile)
             if len(tokens) >= budget:
                 reason = "length"
         except KeyboardInterrupt:
             reason = "interrupted"
+        seconds = time.perf_counter() - start
         if reason != "interrupted":  # an interrupted reply keeps whole characters only
             emit(decoder.flush())
         text = "".join(pieces)
         self.history += [{"role": "user", "content": user}, {"role": "assistant", "content": text}]
-        return Reply(text, len(tokens), reason)
+        return Reply(text, len(tokens), reason, timing.get("first"), seconds)
 
     def save(self, path: str) -> None:
         """Write the conversation as ``{"messages": [...]}``; a ``UserError`` if that fails."""
@@ -158,16 +178,21 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
-def answer(session: ChatSession, user: str, console: Console, json_lines: bool, interactive: bool) -> None:
-    """One turn: stream the reply (or print it as JSON) and report an interruption."""
+def answer(session: ChatSession, user: str, console: Console, json_lines: bool, interactive: bool,
+           verbose: bool = False) -> None:
+    """One turn: stream the reply (or print it as JSON) and report an interruption; ``verbose`` adds timing."""
     if interactive:
         console.print("[bold blue]qwen>[/] ", end="")
     reply = session.reply(user, on_text=(lambda _: None) if json_lines else _write)
     if json_lines:
-        _write(json.dumps({"user": user, "reply": reply.text, "tokens": reply.tokens,
-                           "finish_reason": reply.finish_reason}, ensure_ascii=False) + "\n")
+        record = {"user": user, "reply": reply.text, "tokens": reply.tokens, "finish_reason": reply.finish_reason}
+        _write(json.dumps({**record, **(reply.timing() if verbose else {})}, ensure_ascii=False) + "\n")
     else:
         _write("\n")
+        if verbose:
+            timing = reply.timing()
+            console.print(f"[dim]{reply.tokens} tokens, time to first token {timing['time_to_first_token_s']} s, "
+                          f"{timing['tokens_per_s']} tokens/s[/]")
     if reply.finish_reason == "interrupted":
         console.print("[yellow]\\[interrupted][/]")
 
@@ -200,7 +225,8 @@ def _save(session: ChatSession, path: str, console: Console) -> None:
         console.print(f"saved {path}", markup=False)
 
 
-def run_loop(session: ChatSession, lines: Iterator[str], console: Console, json_lines: bool, interactive: bool) -> None:
+def run_loop(session: ChatSession, lines: Iterator[str], console: Console, json_lines: bool, interactive: bool,
+             verbose: bool = False) -> None:
     """Answer each line (or run it as a command) until the lines end or /exit."""
     separate, replied = not (interactive or json_lines), False
     for line in lines:
@@ -212,5 +238,5 @@ def run_loop(session: ChatSession, lines: Iterator[str], console: Console, json_
             continue
         if separate and replied:
             _write(f"{REPLY_SEPARATOR}\n")
-        answer(session, line, console, json_lines, interactive)
+        answer(session, line, console, json_lines, interactive, verbose)
         replied = True

@@ -19,6 +19,11 @@ are dropped from the batch (and the cache), so they stop costing compute.
 ``on_token(batch_index, token_id)`` is called for every returned token as soon as it is chosen
 (``batch_index`` indexes ``prompts``); an exception raised there (e.g. KeyboardInterrupt) stops
 generation and propagates.
+
+``compile``: False (default) runs the eager growing-cache loop; True (or a ``torch.compile`` backend
+name such as ``"eager"``) decodes with a preallocated static cache and a step compiled once per
+process (``qwen_cli.inference.static_decode``), falling back to the eager loop for models that use
+inference-time context extension. Both give the same greedy tokens.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from qwen_cli.model import KVCache, QwenModel
+from qwen_cli.inference.static_decode import EagerDecoder, StaticDecoder, static_supported
+from qwen_cli.model import QwenModel
 
 TokenCallback = Callable[[int, int], None]
 
@@ -121,14 +127,14 @@ def generate(
     tokenizer=None,
     seed: int | None = None,
     on_token: TokenCallback | None = None,
+    compile: bool | str = False,
 ) -> list[list[int]]:
     """New token ids for each prompt (stop ids excluded); see the module docstring."""
     _check_args(prompts, max_new_tokens, temperature, top_p, top_k, repetition_penalty, stop_strings, tokenizer)
     outputs: list[list[int]] = [[] for _ in prompts]
     if not prompts or max_new_tokens == 0:
         return outputs
-    param = next(model.parameters())
-    device, dtype = param.device, param.dtype
+    device = next(model.parameters()).device
     generator = None
     if seed is not None and temperature > 0:
         generator = torch.Generator(device=device)
@@ -137,24 +143,22 @@ def generate(
     stop_text = _StopStrings(stop_strings, tokenizer)
 
     input_ids, prompt_mask = left_pad(prompts, device)
-    width = input_ids.shape[1]
-    # One mask over the whole cache; future slots are True and the model slices to the keys so far.
-    # It is passed even without padding: torch's CPU SDPA is ~100x slower for a one-token query
-    # without a mask (its flash kernel) than with one.
-    attention_mask = torch.cat([prompt_mask, prompt_mask.new_ones(len(prompts), max_new_tokens)], dim=1)
-    lengths = prompt_mask.sum(dim=1)
     seen = None
     if repetition_penalty != 1.0:
         seen = torch.zeros(len(prompts), model.config.vocab_size, dtype=torch.bool, device=device)
         for row, prompt in enumerate(prompts):
             seen[row, torch.tensor(prompt, device=device)] = True
     rows = list(range(len(prompts)))  # original index of each row still in the batch
-    cache = KVCache(model.config, len(prompts), width + max_new_tokens, device=device, dtype=dtype)
 
     was_training = model.training
     model.eval()
     try:
-        logits = model(input_ids, attention_mask=attention_mask, cache=cache, num_logits_to_keep=1)[:, -1]
+        if compile and static_supported(model):
+            backend = "inductor" if compile is True else compile
+            decoder = StaticDecoder(model, input_ids, prompt_mask, max_new_tokens, backend)
+        else:
+            decoder = EagerDecoder(model, input_ids, prompt_mask, max_new_tokens)
+        logits = decoder.prefill()
         for step in range(max_new_tokens):
             if seen is not None:
                 logits = penalize_repeats(logits, seen, repetition_penalty)
@@ -173,14 +177,13 @@ def generate(
                 break
             if len(keep) < len(rows):
                 index = torch.tensor(keep, device=device)
-                cache.reorder(index)
-                chosen, attention_mask, lengths = chosen[index], attention_mask[index], lengths[index]
+                decoder.keep(index)
+                chosen = chosen[index]
                 seen = seen[index] if seen is not None else None
                 rows = [rows[r] for r in keep]
             if seen is not None:
                 seen.scatter_(1, chosen[:, None], True)
-            logits = model(chosen[:, None], position_ids=(lengths + step)[:, None], attention_mask=attention_mask,
-                           cache=cache, num_logits_to_keep=1)[:, -1]
+            logits = decoder.step(chosen, step)
     finally:
         model.train(was_training)
     return outputs

@@ -57,3 +57,25 @@ class KVCache:
         self.keys = [k.index_select(0, index) for k in self.keys]
         self.values = [v.index_select(0, index) for v in self.values]
         self.positions = self.positions.index_select(0, index)
+
+
+class StaticKVCache(KVCache):
+    """A :class:`KVCache` whose one-token decode steps write at a tensor position and see the whole buffer.
+
+    Prefill goes through :meth:`KVCache.update` (batched, python-int length). After ``slot`` is set
+    (a one-element long tensor holding the position to write next), ``update`` copies the new
+    key/value there and returns the full ``max_len`` buffers, so every decode step has the same
+    shapes and a compiled step never recompiles as the sequence grows; the caller's attention mask
+    hides the slots not yet written.
+    """
+
+    def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device=None, dtype=None) -> None:
+        super().__init__(config, batch_size, max_len, device=device, dtype=dtype)
+        self.slot: torch.Tensor | None = None
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        if self.slot is None:
+            return super().update(layer, k, v)
+        self.keys[layer].index_copy_(2, self.slot, k)
+        self.values[layer].index_copy_(2, self.slot, v)
+        return self.keys[layer], self.values[layer]

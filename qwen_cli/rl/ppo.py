@@ -58,7 +58,7 @@ from qwen_cli.train.trainer import RESUMABLE
 
 VALUE_DIR = "value"
 CURVES_FILE = "curves.png"
-LIVE_KEYS = ("reward", "reward_norm", "kl", "value_loss", "policy_clipfrac", "response_len")
+LIVE_KEYS = ("reward", "reward_norm", "kl", "value_loss", "policy_clipfrac", "value_clipfrac", "response_len")
 
 
 @dataclass
