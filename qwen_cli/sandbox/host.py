@@ -71,16 +71,16 @@ def mount_flags(disk_bytes: int) -> list[str]:
     for name in ETC_FILES:
         if os.path.exists(f"/etc/{name}"):
             flags += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    flags += ["--proc", "/proc", "--dev", "/dev"]
+    for target in PRIVATE_TMPFS:
+        flags += ["--perms", "1777", "--size", str(disk_bytes), "--tmpfs", target]
     made: set[str] = set()
-    for root in python_roots():
+    for root in python_roots():  # after the tmpfs mounts: a virtualenv under /tmp stays visible
         for parent in reversed(Path(root).parents[:-1]):  # readable parents, whatever the host's modes
             if str(parent) not in made:
                 made.add(str(parent))
                 flags += ["--perms", "0755", "--dir", str(parent)]
         flags += ["--ro-bind", root, root]
-    flags += ["--proc", "/proc", "--dev", "/dev"]
-    for target in PRIVATE_TMPFS:
-        flags += ["--perms", "1777", "--size", str(disk_bytes), "--tmpfs", target]
     return flags
 
 
