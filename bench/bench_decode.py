@@ -15,7 +15,10 @@ printed as the perplexity of that model, fp32 vs int8 of every linear layer (an 
 default, which quantises only matrices of >= ``MIN_ELEMENTS`` weights), on held-out token ids (the validation
 split of its shards, never trained on).
 
-    flock /tmp/team/bench.lock python bench/bench_decode.py [--batch 1 8] [--new-tokens 48] [--modes eager compiled int8]
+With ``--model DIR`` the benchmark runs a saved model directory instead (e.g. the tiny demo model
+``runs/tiny/sft/final``, whose decode time is mostly per-token overhead, or an imported real model).
+
+    flock /tmp/team/bench.lock python bench/bench_decode.py [--model DIR] [--batch 1 8] [--new-tokens 48] [--modes eager compiled int8]
 """
 
 from __future__ import annotations
@@ -73,24 +76,32 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--model", type=Path, default=None,
+                        help="a model directory to benchmark (default: the random-weight bench config)")
     parser.add_argument("--ppl-checkpoint", type=Path, default=Path("runs/tiny/pretrain/final"))
     parser.add_argument("--ppl-tokens", type=Path, default=Path("runs/tiny/shards/val/shard_00000.bin"))
     args = parser.parse_args()
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(0)
-    model = QwenModel(ModelConfig(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1376,
-                                  vocab_size=151936)).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        save_model(f"{tmp}/m", model)
-        hf = AutoModelForCausalLM.from_pretrained(f"{tmp}/m", torch_dtype=torch.float32).eval()
+    if args.model is not None:
+        model = load_model(args.model).eval()
+        hf = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.float32).eval()
+    else:
+        torch.manual_seed(0)
+        model = QwenModel(ModelConfig(hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1376,
+                                      vocab_size=151936)).eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            save_model(f"{tmp}/m", model)
+            hf = AutoModelForCausalLM.from_pretrained(f"{tmp}/m", torch_dtype=torch.float32).eval()
+    cfg = model.config
     hf.generation_config.pad_token_id = 0
     int8 = quantize_model(copy.deepcopy(model), "int8") if "int8" in args.modes else None
     engines = {"eager": (model, False), "compiled": (model, True), "int8": (int8, False)}
-    print(f"hidden 512, 8 layers, vocab 151936, fp32, prompt {args.prompt_len}, {args.new_tokens} new tokens, "
+    print(f"{args.model or 'random weights'}: hidden {cfg.hidden_size}, {cfg.num_layers} layers, "
+          f"vocab {cfg.vocab_size}, fp32, prompt {args.prompt_len}, {args.new_tokens} new tokens, "
           f"{torch.get_num_threads()} threads, {args.repeats} interleaved rounds")
     for b in args.batch:
-        prompts = torch.randint(0, 150000, (b, args.prompt_len), generator=torch.Generator().manual_seed(b))
+        prompts = torch.randint(0, min(cfg.vocab_size, 150000), (b, args.prompt_len), generator=torch.Generator().manual_seed(b))
         outputs: dict[str, list] = {}
 
         def ours(mode: str, p=prompts, outputs=outputs):

@@ -9,6 +9,12 @@ multiplied into the gradients of ``hidden`` and ``weight``, which backward then 
 separate log-softmax / its backward passes over [tokens, vocab] — with a 152k vocabulary the
 output layer is most of a small model's work.
 
+The softmax/cross-entropy step of each chunk has two implementations: plain torch (in-place log-softmax,
+then ``exp``) and a Triton kernel (``cross_entropy_triton``: one pass for log Σ exp, one that writes
+``softmax - onehot`` straight in the matmul dtype), chosen by ``backend`` like the other fused ops.
+Neither waits on the device: ignored rows are zeroed by the kernel, or in torch by masking the [C, H]
+side of the gradient matmuls (no test of "are all rows counted?" per chunk).
+
 Under autocast the matmuls run in the autocast dtype (bf16) and the softmax in fp32, like
 the reference under autocast — except on CPUs without native bf16 matmuls (AVX2-only), where
 bf16 GEMMs are emulated and several times slower than fp32: there the projection stays fp32. The matmuls happen in forward, so call it only when the loss
@@ -21,6 +27,8 @@ import functools
 
 import torch
 import torch.nn.functional as F
+
+from .dispatch import use_triton
 
 IGNORE_INDEX = -100
 CHUNK_BYTES = 1 << 28  # fp32 logits per chunk
@@ -47,9 +55,29 @@ def _matmul_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     return autocast_dtype
 
 
+def _torch_chunk(logits, y, ignore_index, with_grad):
+    """(summed loss, ``softmax − onehot`` or None, rows to keep [C, 1]) of one chunk's fp32 logits, in place.
+
+    Ignored rows are not zeroed here (finding them would wait on the device, and zeroing them all costs a
+    pass over [C, V]): the caller multiplies by the keep mask on the [C, H] side of the gradient matmuls.
+    """
+    if logits.device.type == "cpu":  # in place: the CPU kernel finishes a row's max/sum first
+        torch._log_softmax(logits, -1, False, out=logits)
+    else:
+        logits = torch.log_softmax(logits, dim=-1)
+    valid = y != ignore_index
+    target = y.clamp(min=0)
+    loss = -torch.where(valid, logits.gather(1, target[:, None]).squeeze(1), 0.0).sum()
+    if not with_grad:
+        return loss, None, None
+    probs = logits.exp_()  # d(loss)/d(logits) = softmax - onehot
+    probs[torch.arange(len(y), device=y.device), target] -= 1.0
+    return loss, probs, valid[:, None]
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, labels, chunk, ignore_index):
+    def forward(ctx, hidden, weight, labels, chunk, ignore_index, use_triton):
         mm_dtype = _matmul_dtype(hidden.device, weight.dtype)
         n_tokens = hidden.shape[0]
         chunk = -(-n_tokens // max(1, -(-n_tokens // chunk)))  # equal chunks, none much smaller
@@ -58,36 +86,41 @@ class _LinearCrossEntropy(torch.autograd.Function):
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
             grad_h = torch.empty_like(h) if ctx.needs_input_grad[0] else None
             grad_w = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
-            buffer = torch.empty(min(chunk, n_tokens), w.shape[0], dtype=torch.float32, device=h.device)
+            with_grad = grad_h is not None or grad_w is not None
+            rows = min(chunk, n_tokens)
+            buffer = torch.empty(rows, w.shape[0], dtype=torch.float32, device=h.device)
+            # the Triton kernel writes the logit gradient straight in the matmul dtype (over the logits if fp32)
+            grad_buffer = buffer if mm_dtype == torch.float32 or not (use_triton and with_grad) else \
+                torch.empty(rows, w.shape[0], dtype=mm_dtype, device=h.device)
             for start in range(0, n_tokens, chunk):
                 h_c, y = h[start : start + chunk], labels[start : start + chunk]
-                logp = buffer[: len(y)]
+                logits = buffer[: len(y)]
                 if mm_dtype == torch.float32:
-                    torch.mm(h_c, w.T, out=logp)
+                    torch.mm(h_c, w.T, out=logits)
                 else:
-                    logp.copy_(h_c @ w.T)
-                if logp.device.type == "cpu":  # in place: the CPU kernel finishes a row's max/sum first
-                    torch._log_softmax(logp, -1, False, out=logp)
+                    logits.copy_(h_c @ w.T)
+                if use_triton:
+                    from .cross_entropy_triton import cross_entropy_chunk
+
+                    g, keep = (grad_buffer[: len(y)] if with_grad else None), None
+                    total += cross_entropy_chunk(logits, y, ignore_index, g).sum()
                 else:
-                    logp = torch.log_softmax(logp, dim=-1)
-                valid = y != ignore_index
-                target = y.clamp(min=0)
-                picked = logp.gather(1, target[:, None]).squeeze(1)
-                total -= torch.where(valid, picked, 0.0).sum()
-                if grad_h is None and grad_w is None:
+                    loss, g, keep = _torch_chunk(logits, y, ignore_index, with_grad)
+                    total += loss
+                    if g is not None and mm_dtype != torch.float32:
+                        g = g.to(mm_dtype)
+                if not with_grad:
                     continue
-                probs = logp.exp_()  # d(loss)/d(logits) = softmax - onehot, zero on ignored rows
-                probs[torch.arange(len(y), device=y.device), target] -= 1.0
-                if not bool(valid.all()):
-                    probs[~valid] = 0.0
-                g = probs if mm_dtype == torch.float32 else probs.to(mm_dtype)
                 if grad_h is not None:
                     torch.mm(g, w, out=grad_h[start : start + chunk])
+                    if keep is not None:
+                        grad_h[start : start + chunk].mul_(keep)
                 if grad_w is not None:
+                    h_kept = h_c if keep is None else h_c * keep
                     if mm_dtype == torch.float32:
-                        grad_w.addmm_(g.T, h_c)
+                        grad_w.addmm_(g.T, h_kept)
                     else:
-                        grad_w += (g.T @ h_c).float()
+                        grad_w += (g.T @ h_kept).float()
         ctx.save_for_backward(grad_h.to(hidden.dtype) if grad_h is not None else None,
                               grad_w.to(weight.dtype) if grad_w is not None else None)
         return total
@@ -99,19 +132,20 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return (
             grad_h.mul_(grad_out.to(grad_h.dtype)) if grad_h is not None else None,
             grad_w.mul_(grad_out.to(grad_w.dtype)) if grad_w is not None else None,
-            None, None, None,
+            None, None, None, None,
         )
 
 
 def linear_cross_entropy(
     hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int = 0,
-    ignore_index: int = IGNORE_INDEX,
+    ignore_index: int = IGNORE_INDEX, backend: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed cross-entropy, counted tokens) of ``hidden [..., H] @ weight[V, H].T`` vs ``labels [...]``."""
+    """(summed cross-entropy, counted tokens) of ``hidden [..., H] @ weight[V, H].T`` vs ``labels [...]``;
+    the softmax part runs the Triton kernel or plain torch per ``backend`` (see ``kernels.dispatch``)."""
     flat_h = hidden.reshape(-1, hidden.shape[-1])
     flat_y = labels.reshape(-1)
     chunk = chunk or auto_chunk(weight.shape[0])
-    loss = _LinearCrossEntropy.apply(flat_h, weight, flat_y, chunk, ignore_index)
+    loss = _LinearCrossEntropy.apply(flat_h, weight, flat_y, chunk, ignore_index, use_triton(backend, flat_h))
     return loss, (flat_y != ignore_index).sum()
 
 

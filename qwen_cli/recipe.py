@@ -79,6 +79,7 @@ class ModelSection:
     dropout: float | None = None
     init_std: float | None = None
     attention_backend: Literal["auto", "sdpa", "eager", "flash"] | None = None
+    kernels: Literal["auto", "triton", "torch"] | None = None  # fused RMSNorm/SwiGLU/RoPE/cross-entropy
     rope_ntk: Literal["none", "dynamic", "continuous"] | None = None
     logn_attn: bool | None = None
     layer_windows: list[int] | None = None
@@ -185,6 +186,7 @@ class CheckpointSection:
 
     every: int = ranged(0, NON_NEGATIVE)
     keep_last: int = ranged(3, NON_NEGATIVE)  # 0 keeps every checkpoint
+    async_save: bool = False  # multi-process runs: write the DCP shards in the background while training goes on
 
 
 @dataclass

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The tiny end-to-end pipeline (README quick start): a Qwen-style tokenizer trained on the
-# Python standard library, token shards, pretraining, ChatML fine-tuning, a reply, a reward model
-# (preference-model pretraining, then fine-tuning) and PPO against it (report §3.2), and the
-# context-extension sweep (perplexity to 16x the training length, report Table 3).
-# Runs on 2 CPU cores in a few minutes; everything lands in runs/tiny/.
+# Python standard library, token shards, pretraining, ChatML fine-tuning, a reply, and the
+# context-extension sweep (perplexity to 16x the training length, report Table 3). Its siblings
+# continue from these models: `make demo-rlhf` (reward model + PPO), `make demo-specialize`
+# (Code-Qwen, Math-Qwen-Chat). Runs on 2 CPU cores in under 10 minutes; everything lands in runs/tiny/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,36 +16,26 @@ done
 rm -rf runs/tiny
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1/9 train a 8K Qwen-style BPE vocabulary on the stdlib (digits split, Qwen specials)"
+step "1/6 train a 8K Qwen-style BPE vocabulary on the stdlib (digits split, Qwen specials)"
 qwen tokenize train --corpus "${CORPUS[@]}" --vocab-size 8192 --out runs/tiny/tokenizer
 
-step "2/9 encode the corpus into shuffled uint32 shards with a validation split"
+step "2/6 encode the corpus into shuffled uint32 shards with a validation split"
 qwen tokenize encode --tokenizer runs/tiny/tokenizer --input "${CORPUS[@]}" --out runs/tiny/shards --val-fraction 0.05
 
-step "3/9 pretrain the tiny model (recipes/tiny/pretrain.toml)"
+step "3/6 pretrain the tiny model (recipes/tiny/pretrain.toml)"
 qwen pretrain recipes/tiny/pretrain.toml --out runs/tiny/pretrain
 
-step "4/9 ChatML fine-tuning on chatterbot-corpus (recipes/tiny/sft.toml)"
+step "4/6 ChatML fine-tuning on chatterbot-corpus (recipes/tiny/sft.toml)"
 qwen sft recipes/tiny/sft.toml --out runs/tiny/sft
 
-step "5/9 chat with the result (one message on stdin)"
+step "5/6 chat with the result (one message on stdin)"
 echo "Hello, how are you?" | qwen chat runs/tiny/sft/final --max-new-tokens 32
 
-step "6/9 comparison pairs from real data: chatterbot replies vs mismatched ones; arithmetic answers vs near misses"
-qwen rlhf pairs chat-mismatch --data-dir tests/fixtures/chatterbot_en.jsonl --out runs/tiny/pairs/chat
-qwen rlhf pairs arithmetic --limit 1000 --out runs/tiny/pairs/arithmetic
-
-step "7/9 reward model: preference-model pretraining on the chat pairs, then fine-tuning on arithmetic (recipes/tiny/reward.toml)"
-qwen rlhf reward recipes/tiny/reward.toml --out runs/tiny/reward
-
-step "8/9 PPO: the chat model against the reward model, gold exact match on held-out questions (recipes/tiny/ppo.toml)"
-qwen rlhf ppo recipes/tiny/ppo.toml --out runs/tiny/ppo
-
-step "9/9 context extension: perplexity from T to 16·T on held-out stdlib files (report Table 3)"
+step "6/6 context extension: perplexity from T to 16·T on held-out stdlib files (report Table 3)"
 HELD_OUT=()
 for f in typing.py inspect.py argparse.py dataclasses.py pathlib.py tarfile.py enum.py ast.py; do
   HELD_OUT+=("$STDLIB/$f")
 done
 qwen extend-context runs/tiny/pretrain/final --corpus "${HELD_OUT[@]}" --tokens 4096 --plot runs/tiny/context.png
 
-printf '\nDone. Checkpoints: runs/tiny/pretrain/final, runs/tiny/sft/final, runs/tiny/ppo/final (Hugging Face Qwen2\nlayout) and the reward model runs/tiny/reward/rm/final (Qwen2ForSequenceClassification); PPO curves:\nruns/tiny/ppo/curves.png; context-extension plot: runs/tiny/context.png.\n'
+printf '\nDone. Checkpoints: runs/tiny/pretrain/final, runs/tiny/sft/final (Hugging Face Qwen2 layout);\ncontext-extension plot: runs/tiny/context.png. Next: make demo-rlhf, make demo-specialize.\n'

@@ -68,7 +68,7 @@ def test_mixture_batches_do_not_depend_on_the_layout_and_resume_exactly(shards, 
         parts = [np.concatenate([next(it)["input_ids"].numpy() for _ in range(2)]) for it in ranks]
         assert np.array_equal(np.concatenate(parts), reference[step * 8:(step + 1) * 8])
     resumed = MixedBatches(windows, [1, 2], BatchLayout(0, 1, 4, 1), seed=5)
-    resumed.load_state_dict({"sequences": 8, "seed": 5})
+    resumed.load_state_dict({**single.state_dict(), "sequences": 8})
     assert np.array_equal(next(resumed)["input_ids"].numpy(), reference[8:12])
 
 

@@ -289,5 +289,10 @@ def test_unknown_task_is_a_one_line_error(tiny):
     proc = subprocess.run([sys.executable, "-m", "qwen_cli.cli", "eval", str(directory), "--tasks", "mmlu,nope"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["error: --tasks: unknown task nope (known: gsm8k, math, mmlu, "
-                                                "ceval, humaneval, mbpp, bbh, math_heldout, math401, math23k)"]
+    from qwen_cli.evaluation.agent_eval import AGENT_TASKS
+    from qwen_cli.evaluation.registry import SPLITS
+
+    assert [*SPLITS][:10] == ["gsm8k", "math", "mmlu", "ceval", "humaneval", "mbpp", "bbh", "math_heldout",
+                              "math401", "math23k"] and AGENT_TASKS == ("code-interpreter", "tool-use")
+    known = ", ".join([*SPLITS, *AGENT_TASKS])
+    assert proc.stderr.strip().splitlines() == [f"error: --tasks: unknown task nope (known: {known})"]

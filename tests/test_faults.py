@@ -33,6 +33,13 @@ def safetensors_disk_full(*args, **kwargs):
     raise SafetensorError(RUST_FULL)
 
 
+def open_disk_full(path, mode="r", *args, **kwargs):
+    """``open`` where every file opened for writing fails as on a full disk (reads go through)."""
+    if "w" in mode:
+        raise OSError(errno.ENOSPC, FULL, str(path))
+    return open(path, mode, *args, **kwargs)
+
+
 def leftovers(directory: Path) -> list[str]:
     """Temporary names our atomic writes would have left behind."""
     return [p.name for p in directory.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
@@ -144,7 +151,7 @@ def test_convert_full_disk_is_one_line(tmp_path: Path, run_qwen, monkeypatch) ->
     import qwen_cli.checkpoint.files as files
 
     src = tiny_model_dir(tmp_path / "src")
-    monkeypatch.setattr(files, "save_file", safetensors_disk_full)
+    monkeypatch.setattr(files, "open", open_disk_full, raising=False)  # the streamed safetensors writer
     code, _, err = run_qwen("convert", src, tmp_path / "dst")
     assert (code, err) == (2, f"error: {tmp_path / 'dst'}: cannot write ({FULL})\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]

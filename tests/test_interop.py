@@ -212,9 +212,9 @@ def _missing_tensor(src):
 
 def _unknown_model_type(src):
     config = json.loads((src / "config.json").read_text())
-    config["model_type"] = "llama"
+    config["model_type"] = "gpt_neox"
     (src / "config.json").write_text(json.dumps(config))
-    return "llama"
+    return "gpt_neox"
 
 
 @pytest.mark.parametrize("damage", [_missing_shard, _shape_mismatch, _missing_tensor, _unknown_model_type])

@@ -125,7 +125,8 @@ def test_each_technique_acts_only_past_its_reach(overrides, reach):
 
 def test_windows_round_trip_and_match_transformers_sliding_window_layers(tmp_path):
     transformers = pytest.importorskip("transformers")
-    config = extended_config(rope_ntk="none", logn_attn=False, layer_windows=[6, 6, 0])
+    # 320 rows: the saved tokenizer (56 ranks + 208 Qwen specials) must fit the embedding to load back
+    config = extended_config(vocab_size=320, rope_ntk="none", logn_attn=False, layer_windows=[6, 6, 0])
     hf = config_to_hf(config, torch.float32)
     assert hf["layer_types"] == ["sliding_attention", "sliding_attention", "full_attention"]
     assert config_from_hf(hf) == config

@@ -5,12 +5,16 @@ Sources (``--from``, detected from ``config.json`` and tensor names when ``auto`
     native   a qwen_cli checkpoint (Qwen2 layout with our ``qwen_cli`` config key / checksums)
     qwen2    a Qwen2-family Hugging Face directory (Qwen2, Qwen2.5; GQA, tied embeddings)
     qwen1    a released Qwen (v1) directory (``transformer.h.N`` names, ``qwen.tiktoken``)
+    llama    a Llama/Mistral Hugging Face directory (zero q/k/v biases; ``interop.llama``)
+    gguf     a llama.cpp ``.gguf`` file (dequantised; tokenizer and chat template from its metadata)
 
 Targets (``--to``): ``native`` writes our checkpoint directory (which transformers already
 loads); ``hf`` additionally writes ``generation_config.json`` (stop at ``<|im_end|>`` or
 ``<|endoftext|>``) for transformers/vLLM unless the source has its own. Both carry the
-tokenizer in our format and as Hugging Face files: the source's own (a released Qwen2's, with
-its chat template) or generated from ours with the ChatML chat template. ``recipe.toml`` and a
+tokenizer as Hugging Face files: the source's own (a released Qwen2's or a Llama's, with its
+chat template), built from a GGUF's metadata, or generated from ours with the ChatML chat
+template; a vocabulary with Qwen's layout is also written in our format. A foreign tokenizer
+(any other ``tokenizer.json``) is kept as released, after checking it fits the embedding. ``recipe.toml`` and a
 source ``generation_config.json`` are copied as they are. Nothing is written until the whole
 input has been checked, and the output appears atomically.
 """
@@ -38,14 +42,17 @@ from qwen_cli.checkpoint.model_dir import read_config_json
 from qwen_cli.checkpoint.streaming import DTYPES, WeightReader, check_plan, source_dtype, write_plan
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_dir
-from qwen_cli.interop import FAMILIES, qwen1, qwen2
+from qwen_cli.interop import FAMILIES, gguf_file, gguf_tokenizer, llama, qwen1, qwen2
+from qwen_cli.interop.adapter import TensorRef
+from qwen_cli.model import ModelConfig
 from qwen_cli.tokenizer import Tokenizer, load_tokenizer
 from qwen_cli.tokenizer.core import CONFIG_FILE as TOKENIZER_CONFIG_FILE
+from qwen_cli.tokenizer.protocol import TextTokenizer
 
-SOURCES = ("auto", "qwen1", "qwen2", "native")
+SOURCES = ("auto", "qwen1", "qwen2", "llama", "gguf", "native")
 TARGETS = ("native", "hf")
 HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json",
-                      "special_tokens_map.json", "added_tokens.json")
+                      "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json")
 
 
 @dataclass
@@ -84,21 +91,14 @@ def detect_format(src: Path, hf: dict) -> str:
         hf = {**hf, "model_type": model_type}
     if model_type == qwen1.MODEL_TYPE or qwen1.ARCHITECTURE in architectures:
         return "qwen1"
+    if model_type in llama.MODEL_TYPES:
+        return "llama"
     if model_type == qwen2.MODEL_TYPE:
         native = qwen2.EXTRA_KEY in hf or (src / CHECKSUM_FILE).is_file() or (src / TOKENIZER_CONFIG_FILE).is_file()
         return "native" if native else "qwen2"
     raise UserError(f"{src / CONFIG_FILE}: unknown model_type {model_type!r} "
-                    f"(supported: {qwen1.MODEL_TYPE!r} for Qwen-1, {qwen2.MODEL_TYPE!r} for Qwen2 and ours)")
-
-
-def write_tokenizer(tokenizer: Tokenizer, src: Path, dst: Path) -> None:
-    """Our tokenizer files into ``dst``, plus Hugging Face files: the source's own when it has them
-    (kept as released, chat template included), else generated from ours with a ChatML template."""
-    present = [name for name in HF_TOKENIZER_FILES if (src / name).is_file()]
-    keep = {"tokenizer.json", "tokenizer_config.json"} <= set(present)
-    tokenizer.save(dst, hf=not keep)
-    for name in present if keep else ():
-        shutil.copyfile(src / name, dst / name)
+                    f"(supported: {qwen1.MODEL_TYPE!r} for Qwen-1, {qwen2.MODEL_TYPE!r} for Qwen2 and ours, "
+                    f"{' and '.join(map(repr, llama.MODEL_TYPES))} for the Llama family)")
 
 
 def parse_dtype(name: str | None) -> torch.dtype | None:
@@ -108,6 +108,95 @@ def parse_dtype(name: str | None) -> torch.dtype | None:
     if name not in DTYPES:
         raise UserError(f"--dtype {name!r}: expected auto, fp32, bf16 or fp16")
     return DTYPES[name]
+
+
+@dataclass
+class Source:
+    """An opened conversion source: its tensors, the config and plan its family derives, its config.json."""
+
+    fmt: str
+    reader: WeightReader | gguf_file.Reader
+    config: ModelConfig
+    plan: dict[str, TensorRef]
+    ignorable: Callable[[str], bool]
+    hf: dict
+
+
+def open_source(src: Path, source_format: str) -> Source:
+    """Open ``src`` (a directory, or a ``.gguf`` file) and check its config; the caller closes ``reader``."""
+    if src.is_file() and (source_format == "gguf" or (source_format == "auto" and src.suffix == ".gguf")):
+        reader = gguf_file.Reader(src)
+        try:
+            config = gguf_file.model_config(reader)
+        except BaseException:
+            reader.__exit__()
+            raise
+        return Source("gguf", reader, config, gguf_file.plan(config, reader.arch), gguf_file.ignorable(config),
+                      gguf_file.hf_config(reader))
+    if source_format == "gguf":
+        raise UserError(f"{src}: --from gguf needs a .gguf file")
+    hf = read_hf_config(src)
+    fmt = detect_format(src, hf) if source_format == "auto" else source_format
+    family = FAMILIES["qwen2" if fmt == "native" else fmt]
+    config = family.model_config({"model_type": family.MODEL_TYPE, **hf}, src / CONFIG_FILE)
+    if fmt == "native":
+        verify_checksums(src)
+    return Source(fmt, WeightReader(src), config, family.plan(config), family.ignorable(config), hf)
+
+
+def _check_size(size: int, config: ModelConfig, where: Path) -> None:
+    if size > config.vocab_size:
+        raise UserError(f"{where}: the tokenizer has {size} tokens, more than the model's {config.vocab_size} "
+                        "embedding rows")
+
+
+def _check_tokenizer(source: Source, src: Path) -> TextTokenizer | None:
+    """The source's tokenizer (None for a GGUF: built from its metadata), checked to fit the embedding."""
+    if source.fmt == "gguf":
+        tok = gguf_tokenizer.build_tokenizer(source.reader.metadata, src)
+        _check_size(tok.get_vocab_size(with_added_tokens=True), source.config, src)
+        return None
+    tokenizer = load_tokenizer(src)
+    _check_size(tokenizer.vocab_size, source.config, src / CONFIG_FILE)
+    return tokenizer
+
+
+def _qwen_layout(tokenizer: TextTokenizer | None) -> bool:
+    """Our tiktoken tokenizer (Qwen's specials at Qwen's ids), not a foreign Hugging Face one."""
+    return isinstance(tokenizer, Tokenizer)
+
+
+def write_tokenizer(source: Source, src: Path, dst: Path, tokenizer: TextTokenizer | None) -> None:
+    """The tokenizer files of the converted directory: built from a GGUF's metadata; a directory's own
+    Hugging Face files as released (plus ours when the vocabulary has Qwen's layout); or ours with ChatML."""
+    if source.fmt == "gguf":
+        for name, content in gguf_tokenizer.tokenizer_files(source.reader.metadata, src).items():
+            (dst / name).write_bytes(content)
+        return
+    present = [name for name in HF_TOKENIZER_FILES if (src / name).is_file()]
+    keep = not _qwen_layout(tokenizer) or {"tokenizer.json", "tokenizer_config.json"} <= set(present)
+    if _qwen_layout(tokenizer):
+        tokenizer.save(dst, hf=not keep)
+    for name in present if keep else ():
+        shutil.copyfile(src / name, dst / name)
+
+
+def _special_ids(source: Source, tokenizer: TextTokenizer | None) -> dict:
+    """bos/eos/pad ids of the output: Qwen's layout, else the source's own (config.json or GGUF metadata)."""
+    if _qwen_layout(tokenizer):
+        eot = tokenizer.special_ids["<|endoftext|>"]
+        return {"bos_token_id": eot, "eos_token_id": eot}
+    ids = {key: source.hf[key] for key in ("bos_token_id", "eos_token_id", "pad_token_id")
+           if source.hf.get(key) is not None}
+    if tokenizer is not None:
+        ids.setdefault("eos_token_id", tokenizer.eot_id)
+    return ids
+
+
+def _generation_config(source: Source, tokenizer: TextTokenizer | None) -> dict:
+    if _qwen_layout(tokenizer):
+        return qwen2.generation_config(tokenizer.special_ids)
+    return {**_special_ids(source, tokenizer), "do_sample": False}
 
 
 def convert(
@@ -132,35 +221,29 @@ def convert(
         raise UserError(f"{dst}: output must differ from the input directory")
     if dst.exists() and not overwrite:
         raise UserError(f"{dst}: already exists (choose another output or pass --overwrite)")
-    hf = read_hf_config(src)
-    fmt = detect_format(src, hf) if source_format == "auto" else source_format
-    family = FAMILIES["qwen2" if fmt == "native" else fmt]
-    config = family.model_config({"model_type": family.MODEL_TYPE, **hf}, src / CONFIG_FILE)
-    plan = family.plan(config)
-    ignorable = family.ignorable(config)
-    if fmt == "native":
-        verify_checksums(src)
-    with WeightReader(src) as reader:
-        check_plan(reader, plan, config, ignorable)
-        tokenizer = load_tokenizer(src)
-        if tokenizer.vocab_size > config.vocab_size:
-            raise UserError(f"{src / CONFIG_FILE}: vocab_size {config.vocab_size} is smaller than the "
-                            f"tokenizer's {tokenizer.vocab_size} tokens")
+    if not src.exists():
+        raise UserError(f"{src}: no such file or directory")
+    source = open_source(src, source_format)
+    config, plan = source.config, source.plan
+    with source.reader as reader:
+        check_plan(reader, plan, config, source.ignorable)
+        tokenizer = _check_tokenizer(source, src)
         out_dtype = out_dtype or source_dtype(reader, plan)
         if on_start is not None:
             on_start(len(plan))
         with atomic_dir(dst) as tmp:
-            (tmp / CONFIG_FILE).write_text(json.dumps(qwen2.config_to_hf(config, out_dtype, tokenizer.special_ids), indent=2))
+            hf_config = {**qwen2.config_to_hf(config, out_dtype), **_special_ids(source, tokenizer)}
+            (tmp / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2))
             write_plan(reader, plan, tmp, out_dtype, shard_bytes, on_tensor)
-            write_tokenizer(tokenizer, src, tmp)
+            write_tokenizer(source, src, tmp, tokenizer)
             for name in (RECIPE_FILE, qwen2.GENERATION_CONFIG_FILE):  # kept as they are when present
-                if (src / name).is_file():
+                if src.is_dir() and (src / name).is_file():
                     shutil.copyfile(src / name, tmp / name)
             if target == "hf" and not (tmp / qwen2.GENERATION_CONFIG_FILE).exists():
-                generation = qwen2.generation_config(tokenizer.special_ids)
+                generation = _generation_config(source, tokenizer)
                 (tmp / qwen2.GENERATION_CONFIG_FILE).write_text(json.dumps(generation, indent=2))
             write_checksums(tmp)
             files = sorted(p.name for p in tmp.iterdir())
     num_parameters = sum(math.prod(shape) for shape in qwen2.expected_shapes(config).values())
-    return ConvertResult(str(src), str(dst), fmt, target, str(out_dtype).removeprefix("torch."),
+    return ConvertResult(str(src), str(dst), source.fmt, target, str(out_dtype).removeprefix("torch."),
                          len(plan), num_parameters, files, qwen2.hf_limitations(config))

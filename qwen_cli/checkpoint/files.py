@@ -10,12 +10,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
+import struct
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import make_shareable
@@ -36,6 +38,17 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+TensorSpec = tuple[tuple[int, ...], torch.dtype]  # (shape, dtype) of a tensor yet to be produced
+_SAFETENSORS_CODES = {torch.float64: "F64", torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16",
+                      torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+                      torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def spec_bytes(spec: TensorSpec) -> int:
+    shape, dtype = spec
+    return math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+
+
 def plan_shards(sizes: dict[str, int], shard_bytes: int) -> list[list[str]]:
     """Group tensor names (in order) into shards of at most ``shard_bytes`` (a lone larger tensor
     gets a shard of its own)."""
@@ -50,44 +63,66 @@ def plan_shards(sizes: dict[str, int], shard_bytes: int) -> list[list[str]]:
     return shards
 
 
-def write_weight_shards(directory: Path, sizes: dict[str, int], produce: Callable[[str], torch.Tensor],
+def write_safetensors(path: Path, specs: dict[str, TensorSpec], produce: Callable[[str], torch.Tensor],
+                      on_tensor: Callable[[str], None] | None = None) -> None:
+    """One safetensors file written tensor by tensor: the header comes from ``specs`` (name -> (shape, dtype)),
+    then ``produce(name)`` is called for each tensor in order and its bytes go straight to the file, so
+    only one tensor is held at a time (``safetensors.save_file`` needs them all at once)."""
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, (shape, dtype) in specs.items():
+        end = offset + spec_bytes((shape, dtype))
+        header[name] = {"dtype": _SAFETENSORS_CODES[dtype], "shape": list(shape), "data_offsets": [offset, end]}
+        offset = end
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(raw)) + raw)
+        for name, (shape, dtype) in specs.items():
+            tensor = produce(name)
+            if tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
+                raise ValueError(f"tensor {name}: produced {tuple(tensor.shape)} {tensor.dtype}, "
+                                 f"announced {tuple(shape)} {dtype}")
+            handle.write(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+            del tensor
+            if on_tensor is not None:
+                on_tensor(name)
+    make_shareable(path)
+
+
+def write_weight_shards(directory: Path, specs: dict[str, TensorSpec], produce: Callable[[str], torch.Tensor],
                         shard_bytes: int = DEFAULT_SHARD_BYTES,
                         on_tensor: Callable[[str], None] | None = None) -> None:
-    """Write tensors one shard at a time: ``produce(name)`` is called only while its shard is written,
-    so at most one shard is held in memory. ``sizes`` (name -> bytes) fixes order and sharding; above
-    ``shard_bytes`` the files are model-0000N-of-0000M.safetensors plus an index."""
+    """Write tensors one at a time (:func:`write_safetensors`): ``produce(name)`` is called only while its
+    tensor is written, so at most one tensor is held in memory. ``specs`` (name -> (shape, dtype)) fixes
+    order and sharding; above ``shard_bytes`` the files are model-0000N-of-0000M.safetensors plus an index."""
+    sizes = {name: spec_bytes(spec) for name, spec in specs.items()}
     shards = plan_shards(sizes, shard_bytes)
-    metadata = {"format": "pt"}
     names = [WEIGHTS_FILE] if len(shards) == 1 else [
         f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)
     ]
     for file_name, shard in zip(names, shards, strict=True):
-        tensors = {}
-        for name in shard:
-            tensors[name] = produce(name)
-            if on_tensor is not None:
-                on_tensor(name)
-        save_file(tensors, directory / file_name, metadata=metadata)
-        make_shareable(directory / file_name)  # safetensors writes 0600; every other file is 0644
-        del tensors
+        write_safetensors(directory / file_name, {name: specs[name] for name in shard}, produce, on_tensor)
     if len(shards) > 1:
         weight_map = {name: file_name for file_name, shard in zip(names, shards, strict=True) for name in shard}
         index = {"metadata": {"total_size": sum(sizes.values())}, "weight_map": weight_map}
         (directory / INDEX_FILE).write_text(json.dumps(index, indent=2))
 
 
-def write_weights(directory: Path, tensors: dict[str, torch.Tensor], shard_bytes: int = DEFAULT_SHARD_BYTES) -> None:
+def write_weights(directory: Path, tensors: Mapping[str, torch.Tensor], shard_bytes: int = DEFAULT_SHARD_BYTES) -> None:
     """Write HF-named tensors as one safetensors file, or shards plus an index above ``shard_bytes``."""
-    sizes = {name: t.numel() * t.element_size() for name, t in tensors.items()}
-    write_weight_shards(directory, sizes, tensors.__getitem__, shard_bytes)
+    specs = {name: (tuple(t.shape), t.dtype) for name, t in tensors.items()}
+    write_weight_shards(directory, specs, lambda name: tensors[name].contiguous(), shard_bytes)
 
 
-def write_checksums(directory: Path, known: dict[str, str] | None = None) -> None:
-    """Record sha256 of every file in the directory (subdirectories excluded); ``known`` (name -> sha256,
-    e.g. of files hard-linked from a verified directory) are taken as they are instead of hashed again."""
+def write_checksums(directory: Path, known: dict[str, str] | None = None,
+                    covered: Callable[[str], bool] = lambda name: True) -> None:
+    """Record sha256 of every file in the directory (subdirectories excluded) whose name is ``covered``;
+    ``known`` (name -> sha256, e.g. of files hard-linked from a verified directory) are taken as they are
+    instead of hashed again."""
     known = known or {}
-    sums = {p.name: known.get(p.name) or sha256_file(p)
-            for p in sorted(directory.iterdir()) if p.is_file() and p.name != CHECKSUM_FILE}
+    sums = {p.name: known.get(p.name) or sha256_file(p) for p in sorted(directory.iterdir())
+            if p.is_file() and p.name != CHECKSUM_FILE and covered(p.name)}
     (directory / CHECKSUM_FILE).write_text(json.dumps(sums, indent=2))
 
 

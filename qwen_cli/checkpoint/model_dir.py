@@ -24,23 +24,23 @@ from pathlib import Path
 
 import torch
 
+from qwen_cli.checkpoint.export import write_model_state
 from qwen_cli.checkpoint.files import (
     CHECKSUM_FILE,
     CONFIG_FILE,
     DEFAULT_SHARD_BYTES,
-    RECIPE_FILE,
     LazyTensors,
     verify_checksums,
     write_checksums,
-    write_weights,
 )
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_dir
-from qwen_cli.interop.qwen2 import config_from_hf, config_to_hf, from_hf_state_dict, to_hf_state_dict
+from qwen_cli.interop.qwen2 import config_from_hf, config_to_hf, from_hf_state_dict
 from qwen_cli.model import ModelConfig, QwenModel
 from qwen_cli.model.config import ConfigError
 from qwen_cli.model.rope import rotary_inv_freq
 from qwen_cli.tokenizer import load_tokenizer
+from qwen_cli.tokenizer.core import vocab_size_of
 
 
 def write_model_files(
@@ -51,17 +51,8 @@ def write_model_files(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
 ) -> None:
     """Write config, weights, tokenizer and recipe into an existing (temporary) directory."""
-    directory = Path(directory)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    dtype = next(iter(state.values())).dtype
-    special_ids = tokenizer.special_ids if tokenizer is not None else None
-    hf_config = config_to_hf(model.config, dtype, special_ids)
-    (directory / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2))
-    write_weights(directory, to_hf_state_dict(state, model.config), shard_bytes)
-    if tokenizer is not None:
-        tokenizer.save(directory)
-    if recipe_text is not None:
-        (directory / RECIPE_FILE).write_text(recipe_text)
+    write_model_state(Path(directory), state, model.config, tokenizer, recipe_text, shard_bytes)
 
 
 def save_model(target, model: QwenModel, tokenizer=None, recipe_text: str | None = None,
@@ -128,14 +119,25 @@ def read_model_state(directory: Path, config: ModelConfig, device: torch.device 
         raise UserError(f"{directory}: tensor {exc.args[0]} missing from the weights") from None
 
 
+def check_vocabulary(directory: Path, config: ModelConfig) -> None:
+    """The directory's own tokenizer must fit the embedding: an id at or past its rows is a one-line
+    ``UserError`` naming both sizes (the model would otherwise fail with an IndexError mid-run)."""
+    size = vocab_size_of(directory)
+    if size is not None and size > config.vocab_size:
+        raise UserError(f"{directory}: the tokenizer has {size} tokens (ids up to {size - 1}) but the model's "
+                        f"embedding has {config.vocab_size} rows ({CONFIG_FILE} vocab_size)")
+
+
 def load_model(directory, device="cpu", dtype: torch.dtype | None = None, verify: bool = True) -> QwenModel:
-    """Build a QwenModel from a checkpoint directory (ours or any Qwen2-layout one).
+    """Build a QwenModel from a checkpoint directory (ours or any Qwen2-layout one), its tokenizer's size
+    checked against the embedding (:func:`check_vocabulary`).
 
     The model is built on the meta device and takes the checkpoint's tensors as its parameters,
     read one at a time straight to ``device`` and ``dtype``: peak memory is about one copy of the
     weights."""
     directory = Path(directory)
     config = read_config(directory)
+    check_vocabulary(directory, config)
     if verify:
         verify_checksums(directory)
     state = read_model_state(directory, config, device, dtype)

@@ -24,7 +24,7 @@ from qwen_cli.checkpoint.files import (
     verify_checksums,
     write_weights,
 )
-from qwen_cli.checkpoint.model_dir import read_config, read_config_json
+from qwen_cli.checkpoint.model_dir import check_vocabulary, read_config, read_config_json
 from qwen_cli.errors import UserError
 from qwen_cli.interop.qwen2 import config_to_hf, from_hf_state_dict, to_hf_state_dict
 from qwen_cli.model import ModelConfig, QwenModel
@@ -96,6 +96,7 @@ def load_reward_model(directory, device="cpu", dtype: torch.dtype | None = None)
         raise UserError(f"{directory}: not a reward model ({CONFIG_FILE} does not name {ARCHITECTURE}; "
                         "train one with `qwen rlhf reward`)")
     config = read_config(directory)
+    check_vocabulary(directory, config)
     verify_checksums(directory)
     model = build_reward_model(config, read_reward_state(directory, config)).to(device)
     return (model.to(dtype) if dtype is not None else model).eval()

@@ -12,7 +12,6 @@ holds two copies of the model.
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,6 +98,8 @@ def check_plan(reader: WeightReader, plan: dict[str, TensorRef], config: ModelCo
     shapes = expected_shapes(config)
     where = reader.directory
     for out_name, ref in plan.items():
+        if ref.zeros is not None:  # not read from the source
+            continue
         if ref.name not in reader:
             raise UserError(f"{where}: tensor {ref.name} missing from the weights")
         shape = reader.shape(ref.name)
@@ -112,7 +113,7 @@ def check_plan(reader: WeightReader, plan: dict[str, TensorRef], config: ModelCo
             raise UserError(f"{reader.file(ref.name)}: tensor {ref.name} has shape {list(shape)}, "
                             f"config.json implies {list(shapes[out_name])}")
         reader.dtype(ref.name)
-    used = {ref.name for ref in plan.values()}
+    used = {ref.name for ref in plan.values() if ref.zeros is None}
     for name in reader.names():
         if name not in used and not ignorable(name):
             raise UserError(f"{reader.file(name)}: unexpected tensor {name} (architecture not supported)")
@@ -127,19 +128,23 @@ def write_plan(reader: WeightReader, plan: dict[str, TensorRef], directory: Path
                shard_bytes: int = DEFAULT_SHARD_BYTES,
                on_tensor: Callable[[str], None] | None = None) -> None:
     """Stream every planned tensor from ``reader`` into safetensors files in ``directory``."""
-    shapes = _plan_shapes(reader, plan)
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    sizes = {name: math.prod(shape) * itemsize for name, shape in shapes.items()}
+    specs = {name: (shape, dtype) for name, shape in _plan_shapes(reader, plan).items()}
 
     def produce(name: str) -> torch.Tensor:
-        return reader.read(plan[name]).to(dtype).contiguous()
+        ref = plan[name]
+        if ref.zeros is not None:
+            return torch.zeros(ref.zeros, dtype=dtype)
+        return reader.read(ref).to(dtype).contiguous()
 
-    write_weight_shards(directory, sizes, produce, shard_bytes, on_tensor)
+    write_weight_shards(directory, specs, produce, shard_bytes, on_tensor)
 
 
 def _plan_shapes(reader: WeightReader, plan: dict[str, TensorRef]) -> dict[str, tuple[int, ...]]:
     shapes = {}
     for out_name, ref in plan.items():
+        if ref.zeros is not None:
+            shapes[out_name] = ref.zeros
+            continue
         shape = reader.shape(ref.name)
         shapes[out_name] = shape if ref.rows is None else (ref.rows[1] - ref.rows[0], *shape[1:])
     return shapes

@@ -1,7 +1,8 @@
 """Trainer state for exact resume: optimizer, step, data position, RNG streams — no pickle.
 
-A training checkpoint is a model directory (``qwen_cli.checkpoint.model_dir``: config.json, weights,
-tokenizer, recipe.toml) plus three files, all covered by ``checksums.json``:
+A checkpoint has one of two layouts (``layout`` in ``trainer_state.json``). **full** (one process):
+a model directory (``qwen_cli.checkpoint.model_dir``: config.json, weights, tokenizer, recipe.toml)
+plus three files, all covered by ``checksums.json``:
 
     optimizer.safetensors   AdamW moments and step counters, named ``state/<param name>/<key>``
     rng.safetensors         per process (rank ``r``): the torch CPU generator (``rank_<r>/torch_cpu``) and
@@ -10,17 +11,25 @@ tokenizer, recipe.toml) plus three files, all covered by ``checksums.json``:
                             the optimizer's param groups (hyper-parameters + parameter names),
                             Python's and NumPy's global RNG states (``rng``: one entry per rank)
 
-Everything is keyed by parameter *name* and holds full (unsharded) tensors, so a checkpoint
-from N processes resumes in M. Every rank's random streams are saved and each rank gets its own
+**sharded** (several processes, ``qwen_cli.checkpoint.dcp``): the model and AdamW tensors as
+DCP shards (``.metadata`` + one ``__R_0.distcp`` per rank R, each rank writing its own), plus
+``trainer_state.json`` (the param groups included), ``rng.safetensors`` and ``recipe.toml``;
+``checksums.json`` covers those small files and the index, and the shard files are checked against
+the sizes the index records (hashing terabytes on one rank would take longer than the save). No
+model directory: the final model is exported from the shards (``OUT/final`` is a model directory).
+
+Both layouts are keyed by parameter *name* (DCP records each tensor's global shape and its chunks),
+so a checkpoint from N processes resumes in M. Every rank's random streams are saved and each rank gets its own
 back (ranks draw different numbers: dropout on different data, sampling); ranks beyond the N saved
 keep the streams they were seeded with. Checkpoints of format 1 (one set of streams, restored on
-every rank) still resume. Only safetensors and JSON are read back.
+every rank) still resume. Only safetensors and JSON are read back (and DCP's index, through an
+allow-list: ``dcp.read_index``).
 
 Run directory layout (``OUT`` = ``--out``):
 
     OUT/recipe.toml                     resolved recipe of the run
     OUT/metrics.jsonl                   one JSON object per logged step / validation
-    OUT/checkpoints/step_000100/        model directory + trainer state (keep-last-k of these)
+    OUT/checkpoints/step_000100/        full or sharded layout, above (keep-last-k of these)
     OUT/final/                          the finished model (model directory only)
 """
 
@@ -38,11 +47,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from qwen_cli.checkpoint import dcp
 from qwen_cli.checkpoint.files import verify_checksums
 from qwen_cli.errors import UserError
+from qwen_cli.fsutil import make_shareable
 
-FORMAT = "qwen_cli.train_state/2"
-READABLE = ("qwen_cli.train_state/1", FORMAT)  # 1: one set of RNG streams for every rank
+FORMAT = "qwen_cli.train_state/3"
+READABLE = ("qwen_cli.train_state/1", "qwen_cli.train_state/2", FORMAT)  # 1: one set of RNG streams for
+# every rank; 2: always the full layout; 3: ``layout`` full or sharded
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 RNG_FILE = "rng.safetensors"
@@ -103,6 +115,8 @@ def latest_valid_checkpoint(run_dir: Path) -> tuple[Path | None, list[str]]:
             verify_checksums(path)
             if not (path / STATE_FILE).is_file():
                 raise UserError(f"{path}: no {STATE_FILE}")
+            if dcp.is_sharded(path):
+                dcp.verify(path)
         except UserError as exc:
             skipped.append(str(exc))
             continue
@@ -132,8 +146,9 @@ def _set_rng_json(data: dict) -> None:
                          npy["cached"]))
 
 
-def write_train_state(directory: Path, state: TrainState, optimizer_state: dict) -> None:
-    """Write optimizer, RNG and scalar state into a (temporary) checkpoint directory."""
+def write_train_state(directory: Path, state: TrainState, optimizer_state: dict, sharded: bool = False) -> None:
+    """Write optimizer, RNG and scalar state into a (temporary) checkpoint directory; ``sharded``: the
+    optimizer's tensors are in the DCP shards and only its ``param_groups`` are written here."""
     tensors, groups = {}, []
     for name, entries in optimizer_state["state"].items():
         for key, value in entries.items():
@@ -141,12 +156,16 @@ def write_train_state(directory: Path, state: TrainState, optimizer_state: dict)
             tensors[f"state/{name}/{key}"] = tensor.detach().cpu().contiguous()
     for group in optimizer_state["param_groups"]:
         groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()})
-    save_file(tensors, directory / OPTIMIZER_FILE)
+    if not sharded:
+        save_file(tensors, directory / OPTIMIZER_FILE)
+        make_shareable(directory / OPTIMIZER_FILE)
     ranks = state.rng if state.rng is not None else [capture_rng()]
     save_file({f"rank_{r}/{key}": tensor.contiguous() for r, rng in enumerate(ranks) for key, tensor in rng.tensors.items()},
               directory / RNG_FILE)
+    make_shareable(directory / RNG_FILE)  # safetensors writes 0600; every other file is 0644
     payload = {
         "format": FORMAT,
+        "layout": "sharded" if sharded else "full",
         "step": state.step,
         "total_steps": state.total_steps,
         "tokens_seen": state.tokens_seen,
@@ -165,7 +184,8 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_train_state(directory: Path) -> tuple[TrainState, dict, dict]:
-    """(scalars, optimizer state dict by parameter name, raw JSON) of a verified checkpoint."""
+    """(scalars, optimizer state dict by parameter name, raw JSON) of a verified checkpoint; the optimizer's
+    ``state`` is empty in a sharded checkpoint (its tensors are loaded from the shards)."""
     path = directory / STATE_FILE
     try:
         payload = json.loads(path.read_text())
@@ -175,7 +195,8 @@ def read_train_state(directory: Path) -> tuple[TrainState, dict, dict]:
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: invalid trainer state ({exc})") from None
     nested: dict[str, dict] = {}
-    for key, tensor in _load_safetensors(directory / OPTIMIZER_FILE).items():
+    tensors = {} if payload.get("layout") == "sharded" else _load_safetensors(directory / OPTIMIZER_FILE)
+    for key, tensor in tensors.items():
         _, name, field = key.split("/", 2)
         nested.setdefault(name, {})[field] = tensor
     groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in payload["param_groups"]]

@@ -1,5 +1,5 @@
 """`qwen chat CKPT [--system TEXT] [--max-new-tokens N] [--temperature T] [--top-p P] [--seed S] [--messages FILE] [--json]
-[--verbose] [--quantize int8] [--compile]`."""
+[--verbose] [--quantize int8] [--compile] [--tools python,calculator [--max-steps N] [--file PATH ...]]`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import typer
 
 def chat(
     checkpoint: Path = typer.Argument(..., help="model directory (e.g. runs/tiny/sft/final)"),
-    system: str | None = typer.Option(None, "--system", help="system prompt (default: 'You are a helpful assistant.')"),
+    system: str | None = typer.Option(None, "--system", help="system prompt (default: the model's chat "
+                                         "template's; ChatML: 'You are a helpful assistant.')"),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens", min=1, help="longest reply in tokens"),
     temperature: float = typer.Option(0.0, "--temperature", min=0.0, help="0 = greedy"),
     top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="nucleus sampling threshold"),
@@ -25,11 +26,17 @@ def chat(
                                  "the checkpoint on disk is not changed)"),
     compile_decode: bool = typer.Option(False, "--compile", help="static KV cache + torch.compile'd decode step "
                                         "(compiles once per process, on the first reply)"),
+    tools: str | None = typer.Option(None, "--tools", help="answer by ReAct tool use with these tools, comma-separated "
+                                     "(python, calculator); each step is shown"),
+    max_steps: int = typer.Option(8, "--max-steps", min=1, help="with --tools: most tool calls per message"),
+    files: list[Path] = typer.Option([], "--file", help="with --tools python: a file copied into the Python "
+                                     "session's work directory (repeatable)"),
 ) -> int:
     """Chat with a model: a terminal REPL, or one user message per line when stdin is not a terminal.
 
     Piped, a line holding only the ASCII record separator (\\x1e) separates replies (--json: one object per reply).
     Commands: /reset, /system TEXT, /save FILE, /exit. Ctrl-C stops a reply and returns to the prompt.
+    With --tools, each message is a ReAct episode: steps on stderr (--json: in the object), the reply on stdout.
     """
     if top_p <= 0:  # typer's bounds are inclusive; checked before the slow imports below
         raise typer.BadParameter("must be in (0, 1]", param_hint="'--top-p'")
@@ -37,11 +44,11 @@ def chat(
 
     if quantize not in QUANTIZE_MODES:
         raise typer.BadParameter(f"must be one of {', '.join(QUANTIZE_MODES)}", param_hint="'--quantize'")
+    agent_tools = _tools(tools, files, verbose)
     from rich.console import Console
     from rich.markup import escape
 
     from qwen_cli.checkpoint import load
-    from qwen_cli.data.chat_template import DEFAULT_SYSTEM
     from qwen_cli.inference.chat_session import (
         ChatSession,
         piped_lines,
@@ -52,7 +59,7 @@ def chat(
 
     file_system, history = read_messages(messages) if messages is not None else (None, [])
     model, tokenizer = load(checkpoint)
-    session = ChatSession(quantize_model(model, quantize), tokenizer, system or file_system or DEFAULT_SYSTEM,
+    session = ChatSession(quantize_model(model, quantize), tokenizer, system or file_system,
                           max_new_tokens, temperature, top_p, seed, compile=compile_decode)
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     interactive = sys.stdin.isatty() and not as_json
@@ -66,8 +73,29 @@ def chat(
     lines = terminal_lines(console) if interactive else piped_lines()
     if pending is not None:
         lines = _prepend(pending, lines)
-    run_loop(session, lines, console, as_json, interactive, verbose)
+    if agent_tools:
+        from qwen_cli.agent.chat import run_tool_loop
+
+        run_tool_loop(session, agent_tools, lines, console, as_json, interactive, max_steps)
+    else:
+        run_loop(session, lines, console, as_json, interactive, verbose)
     return 0
+
+
+def _tools(names: str | None, files: list[Path], verbose: bool) -> list:
+    """The tools of ``--tools`` (none without it), checked before the model loads."""
+    if names is None:
+        if files:
+            raise typer.BadParameter("needs --tools python", param_hint="'--file'")
+        return []
+    if verbose:
+        raise typer.BadParameter("is not available with --tools", param_hint="'--verbose'")
+    from qwen_cli.agent.tools import make_tools
+
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    if not wanted:
+        raise typer.BadParameter("name at least one tool (python, calculator)", param_hint="'--tools'")
+    return make_tools(wanted, files)
 
 
 def _prepend(first: str, rest):

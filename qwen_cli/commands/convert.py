@@ -1,4 +1,4 @@
-"""`qwen convert SRC DST`: import released Qwen/Qwen2 checkpoints, export ours for transformers/vLLM."""
+"""`qwen convert SRC DST`: import Qwen/Qwen2/Llama-family checkpoints and GGUF files, export ours for transformers/vLLM."""
 
 from __future__ import annotations
 
@@ -27,16 +27,16 @@ def parse_size(text: str) -> int:
 
 
 def convert(
-    src: Path = typer.Argument(..., help="checkpoint directory to read"),
+    src: Path = typer.Argument(..., help="checkpoint directory (or a llama.cpp .gguf file) to read"),
     dst: Path = typer.Argument(..., help="directory to write (created atomically)"),
-    source: str = typer.Option("auto", "--from", help="auto | qwen1 | qwen2 | native"),
+    source: str = typer.Option("auto", "--from", help="auto | qwen1 | qwen2 | llama | gguf | native"),
     target: str = typer.Option("native", "--to", help="native: our checkpoint; hf: plus generation_config.json"),
     dtype: str = typer.Option("auto", "--dtype", help="auto (keep the source's) | fp32 | bf16 | fp16"),
     shard_size: str = typer.Option("5GiB", "--shard-size", help="split weights into shards above this size"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace DST if it exists"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
-    """Convert a Qwen (v1), Qwen2-family or qwen_cli checkpoint into a qwen_cli / Hugging Face directory."""
+    """Convert a Qwen (v1), Qwen2-family, Llama/Mistral, GGUF or qwen_cli checkpoint into a qwen_cli / Hugging Face directory."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from qwen_cli.checkpoint.convert import convert as run

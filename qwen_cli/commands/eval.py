@@ -15,7 +15,8 @@ def register(app: typer.Typer) -> None:
         checkpoint: Path = typer.Argument(..., help="Checkpoint directory (ours or any HF Qwen2 directory)."),
         tasks: str = typer.Option("gsm8k,humaneval,mmlu", "--tasks",
                                   help="Comma list of mmlu, ceval, gsm8k, math, humaneval, mbpp, bbh, "
-                                       "math_heldout, math401, math23k (the last three need --data-dir)."),
+                                       "math_heldout, math401, math23k (the last three need --data-dir); "
+                                       "agent tasks: code-interpreter, tool-use."),
         num_fewshot: int | None = typer.Option(None, "--num-fewshot", help="Shots for every task (default: the paper's)."),
         limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N items per task."),
         batch_size: int = typer.Option(8, "--batch-size", help="Sequences per forward pass."),
@@ -28,9 +29,13 @@ def register(app: typer.Typer) -> None:
         max_gen_toks: int | None = typer.Option(None, "--max-gen-toks", help="Cap generated tokens (quick runs)."),
         quantize: str = typer.Option("none", "--quantize", help="none | int8: weight-only int8 linear layers "
                                      "(in memory; the checkpoint is not changed)."),
+        data: Path | None = typer.Option(None, "--data", help="JSONL replacing the packaged items of the one agent "
+                                         "task asked for (Qwen-Agent's code-interpreter file, Qwen's ReAct plugin file)."),
+        judge: str | None = typer.Option(None, "--judge", help="Command judging code-interpreter plots: run as "
+                                         "CMD QUESTION IMAGE..., prints yes or no."),
     ) -> int:
         """Score CKPT on lm-eval tasks; exit 1 if a task had to be skipped for lack of data."""
         from qwen_cli.evaluation.runner import run_eval
 
         return run_eval(checkpoint, tasks, num_fewshot, limit, batch_size, data_dir, out, seed, hub,
-                        workers, device, max_gen_toks, quantize=quantize)
+                        workers, device, max_gen_toks, quantize=quantize, data=data, judge=judge)

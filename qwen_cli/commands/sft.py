@@ -18,7 +18,8 @@ def sft(
 ) -> int:
     """Fine-tune a pretrained checkpoint on ChatML conversations (loss on assistant replies only).
 
-    Data: JSONL with `messages`, ShareGPT `conversations` or alpaca `instruction/input/output`.
+    Data: JSONL with `messages`, ShareGPT `conversations`, alpaca `instruction/input/output` or ReAct
+    tool use `question/steps/final_answer` (observations carry no loss).
     Optional LoRA (\\[lora] rank > 0), merged into the saved weights. Same trainer, checkpoints,
     resume and torchrun support as `qwen pretrain`.
     """

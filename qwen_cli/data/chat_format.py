@@ -7,6 +7,8 @@ Input shapes (one JSON object per line; other keys are ignored):
   (``user``/``assistant``/``chatgpt``/``bing``/``bard``/``model`` are accepted as aliases)
 * alpaca   ``{"instruction": "...", "input": "...", "output": "..."}`` (``input`` optional; a
   non-empty input is appended to the instruction after a blank line; optional ``system``)
+* ReAct    ``{"question": "...", "steps": [{"thought", "action", "action_input", "observation"}, ...],
+  "final_answer": "..."}`` (tool use, :mod:`qwen_cli.data.react`; observations are not supervised)
 
 A conversation is an optional system message, then user/assistant turns alternating from a
 user turn to a final assistant turn. Without a system message the default
@@ -19,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
+from qwen_cli.data.react import from_react
 from qwen_cli.errors import UserError
 
 ROLES = ("system", "user", "assistant")
@@ -76,8 +79,10 @@ def to_messages(record) -> list[Message]:
         messages = from_sharegpt(record["conversations"])
     elif "instruction" in record:
         messages = from_alpaca(record)
+    elif "steps" in record:
+        messages = from_react(record)
     else:
-        raise ValueError("no 'messages', 'conversations' or 'instruction' key")
+        raise ValueError("no 'messages', 'conversations', 'instruction' or 'steps' key")
     return validate(messages)
 
 

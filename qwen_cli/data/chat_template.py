@@ -8,7 +8,8 @@ The role names, ``\\n`` and message contents are encoded with the ordinary ``enc
 ``<|im_end|>`` typed by a user is plain text); ``<|im_start|>``/``<|im_end|>`` are inserted by id.
 
 Loss mask (which tokens are prediction targets): the assistant's content and its closing
-``<|im_end|>``. Not supervised: system and user turns, the assistant header
+``<|im_end|>``, less any ``unsupervised`` character spans the message carries (ReAct observations,
+:mod:`qwen_cli.data.react`). Not supervised: system and user turns, the assistant header
 ``<|im_start|>assistant\\n`` (the prompt always supplies it) and the ``\\n`` between turns (the
 model stops at ``<|im_end|>``, so it never generates them). Qwen's released finetune script
 supervises headers and newlines too; learning to emit ``<|im_start|>`` after ``<|im_end|>``
@@ -18,6 +19,10 @@ Truncation to ``max_len`` tokens: whole exchanges (a user turn and its answer) a
 the oldest end, keeping the system prompt; if the last exchange alone is still too long, the
 sequence is cut at ``max_len``; a conversation left with no supervised token is dropped. Each
 case is counted in :class:`ChatStats`.
+
+Any tokenizer with ``<|im_start|>``/``<|im_end|>`` (ours, Qwen2's, SmolLM2's at their own ids) gets
+ChatML; one without them is a one-line ``UserError`` naming its directory. Generation prompts under
+a model's own Jinja template are :mod:`qwen_cli.data.jinja_chat`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from qwen_cli.data.chat_format import ROLES, Message
+from qwen_cli.data.react import span_mask
+from qwen_cli.errors import UserError
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
 
@@ -55,6 +62,10 @@ class ChatTemplate:
     """ChatML rendering for one tokenizer (see the module docstring for the exact layout)."""
 
     def __init__(self, tokenizer, default_system: str = DEFAULT_SYSTEM) -> None:
+        if getattr(tokenizer, "im_start_id", None) is None or getattr(tokenizer, "im_end_id", None) is None:
+            raise UserError(f"{tokenizer.source}: the tokenizer has no <|im_start|>/<|im_end|> tokens for ChatML "
+                            "(training on conversations needs them; chat needs them or a chat_template in "
+                            "tokenizer_config.json)")
         self.tokenizer = tokenizer
         self.default_system = default_system
         self.newline = tokenizer.encode("\n")
@@ -68,9 +79,12 @@ class ChatTemplate:
     def turn(self, message: Message) -> Sample:
         """One ``<|im_start|>{role}\\n{content}<|im_end|>`` block; only assistant content + ``<|im_end|>`` supervised."""
         head = self.header(message["role"])
-        body = [*self.tokenizer.encode(message["content"]), self.tokenizer.im_end_id]
+        content = self.tokenizer.encode(message["content"])
         target = message["role"] == "assistant"
-        return Sample(head + body, [False] * len(head) + [target] * len(body))
+        supervised = [target] * len(content)
+        if target and message.get("unsupervised"):  # ReAct observations: read, never written by the model
+            supervised = span_mask(self.tokenizer, message["content"], content, message["unsupervised"])
+        return Sample(head + content + [self.tokenizer.im_end_id], [False] * len(head) + supervised + [target])
 
     def _split(self, messages: Sequence[Message]) -> tuple[Message, list[Message]]:
         if messages and messages[0]["role"] == "system":

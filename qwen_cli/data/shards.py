@@ -7,19 +7,23 @@ stream of ids (each document already ends with ``<|endoftext|>``); window ``i`` 
 ``window[1:]``. There are ``(tokens - 1) // L`` windows; no token is dropped except a tail
 shorter than one sequence.
 
-Order: each epoch visits every window once in a permutation drawn from ``(seed, epoch)``.
-The *global* sequence index ``k`` maps to window ``perm(k // W)[k % W]``, so the position in
-the data is one integer — the number of sequences consumed by finished optimizer steps —
-valid for any world size or micro-batch layout. Within a step of ``G`` global sequences,
-rank ``r``'s micro batch ``m`` takes global indices ``start + (r·accum + m)·b …`` (``b`` =
-micro batch size), so ranks read disjoint slices of the same global batch.
+Order: each epoch visits every window once in a permutation keyed by ``(seed, epoch)``
+(:mod:`qwen_cli.data.permutation`: a Feistel network evaluated per index, O(1) memory for any
+number of windows). The *global* sequence index ``k`` maps to window ``perm(k // W)[k % W]``, so
+the position in the data is one integer — the number of sequences consumed by finished optimizer
+steps — valid for any world size or micro-batch layout, and reached in O(1) on resume. Within a
+step of ``G`` global sequences, rank ``r``'s micro batch ``m`` takes global indices
+``start + (r·accum + m)·b …`` (``b`` = micro batch size): the ranks split consecutive global
+indices between them, so together they read every window of an epoch exactly once, none twice.
+The saved position names the order (``"order"``, :data:`~qwen_cli.data.permutation.FORMAT`); a
+position saved under another order is refused, since it would not continue the same stream.
 
 Mixtures (:class:`MixedBatches`, recipe ``data.sources``): global sequences are dealt out in
 blocks of ``MIX_BLOCK``; each block holds exactly ``quota_i`` sequences of source ``i`` (the
 weights turned into whole shares of the block by largest remainder), in an order shuffled from
 ``(seed, block)``. The ``j``-th sequence taken from source ``i`` is window ``j`` of that source's
 own epoch permutations. Both are pure functions of the global index, so the position is still
-one integer, memory is O(block) and ranks still read disjoint slices.
+one integer, memory is O(block) whatever the corpus size, and ranks still read disjoint slices.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import numpy as np
 import torch
 
 from qwen_cli.data.encode import DTYPE, read_manifest
+from qwen_cli.data.permutation import FORMAT as ORDER_FORMAT
+from qwen_cli.data.permutation import EpochPermutation
 from qwen_cli.errors import UserError
 
 
@@ -106,8 +112,11 @@ class ResumableBatches:
 
     The position is one number — global sequences consumed by finished steps — so it stays
     valid for any world size or micro-batch layout. Subclasses map global sequence indices to
-    a batch in ``_batch``.
+    a batch in ``_batch``; those whose order is an :class:`EpochPermutation` set
+    ``order_format`` (saved with the position, checked on load).
     """
+
+    order_format: str | None = None
 
     def __init__(self, layout: BatchLayout, seed: int) -> None:
         self.layout, self.seed = layout, seed
@@ -132,25 +141,16 @@ class ResumableBatches:
     def state_dict(self) -> dict:
         if self.micro:
             raise RuntimeError("data position is only defined between optimizer steps")
-        return {"sequences": self.step_start, "seed": self.seed}
+        state = {"sequences": self.step_start, "seed": self.seed}
+        return state if self.order_format is None else {**state, "order": self.order_format}
 
     def load_state_dict(self, state: dict) -> None:
+        if self.order_format is not None and state.get("order") != self.order_format:
+            saved = state.get("order") or "the in-memory permutation of earlier versions"
+            raise UserError(f"checkpoint data position {state}: saved under data order {saved!r}, this version reads "
+                            f"windows in order {self.order_format!r}, so it cannot continue the same batches; finish "
+                            "the run with the version that started it, or start a new run")
         self.step_start, self.micro, self.seed = int(state["sequences"]), 0, int(state["seed"])
-
-
-class EpochPermutation:
-    """Window ``k`` of an endless stream that visits all ``count`` windows once per epoch, each epoch
-    in a fresh permutation drawn from ``(*key, epoch)``; only the current epoch's permutation is held."""
-
-    def __init__(self, count: int, key: list[int]) -> None:
-        self.count, self.key = count, key
-        self._epoch, self._perm = -1, np.zeros(0, dtype=np.int64)
-
-    def __getitem__(self, k: int) -> int:
-        epoch, offset = divmod(k, self.count)
-        if epoch != self._epoch:
-            self._perm, self._epoch = np.random.default_rng([*self.key, epoch]).permutation(self.count), epoch
-        return int(self._perm[offset])
 
 
 def _check_trainable(windows: TokenWindows, what: str) -> None:
@@ -161,6 +161,8 @@ def _check_trainable(windows: TokenWindows, what: str) -> None:
 
 class ShuffledBatches(ResumableBatches):
     """Windows of the token stream in a fresh permutation every epoch."""
+
+    order_format = ORDER_FORMAT
 
     def __init__(self, windows: TokenWindows, layout: BatchLayout, seed: int) -> None:
         _check_trainable(windows, "the training split")
@@ -193,6 +195,8 @@ def block_quotas(weights: list[float], block: int = MIX_BLOCK) -> list[int]:
 
 class MixedBatches(ResumableBatches):
     """Sequences drawn from several token streams in fixed proportions (see the module docstring)."""
+
+    order_format = ORDER_FORMAT
 
     def __init__(self, sources: list[TokenWindows], weights: list[float], layout: BatchLayout, seed: int,
                  names: list[str] | None = None) -> None:

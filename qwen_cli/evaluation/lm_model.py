@@ -1,7 +1,9 @@
 """The lm-eval model class backed by our model and tokenizer, registered as ``qwen_cli``.
 
 ``lm_eval --model qwen_cli --model_args pretrained=CKPT`` works once this module is imported;
-``qwen eval`` builds it around an already loaded model.
+``qwen eval`` builds it around an already loaded model. lm-eval's CLI passes ``--device cuda:0``
+unless told otherwise; on a machine without that accelerator the model runs on the CPU and says
+so once (:func:`resolve_device`), as lm-eval's own HFLM does.
 
 * ``loglikelihood``: requests are deduplicated and sorted longest first, then run in right-padded
   batches (no mask is needed: padding sits after every real token). Only the hidden states at
@@ -39,6 +41,20 @@ Item = tuple[str, int | None]  # (task name, doc id) of a request
 MIN_GEN_TOKS = 16  # the least generation budget before a prompt is cut: room for "The answer is 1,234."
 
 
+def resolve_device(device: str | None) -> str:
+    """``device``, or ``cpu`` (with a note on stderr) when it names an accelerator this machine lacks."""
+    device = device or "cpu"
+    kind = device.split(":")[0]
+    available = {"cuda": torch.cuda.is_available,
+                 "mps": lambda: getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if kind in available and not available[kind]():
+        import sys
+
+        print(f"note: device {device} is not available here; running on cpu", file=sys.stderr)
+        return "cpu"
+    return device
+
+
 def _item(request: Instance) -> Item:
     return request.task_name or request.request_type, request.doc_id
 
@@ -60,7 +76,7 @@ class QwenLM(TemplateLM):
         if model is None:
             from qwen_cli.checkpoint import load
 
-            model, tokenizer = load(pretrained, device=device)
+            model, tokenizer = load(pretrained, device=resolve_device(device))
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8

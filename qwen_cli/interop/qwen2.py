@@ -227,14 +227,20 @@ def model_config(hf: dict, path: Path) -> ModelConfig:
         raise UserError(f"{path}: model_type {hf.get('model_type')!r} is not {MODEL_TYPE!r}")
     if hf.get("hidden_act", "silu") != "silu":
         raise UserError(f"{path}: hidden_act {hf['hidden_act']!r} is not supported (silu only)")
+    return checked_config(hf, path)
+
+
+def checked_config(hf: dict, path: Path) -> ModelConfig:
+    """:func:`config_from_hf` plus the checks every Qwen2-shaped family shares (plain RoPE, head_dim)."""
     try:
-        rope = _rope(hf)
+        ropes = [_object(hf, "rope_parameters"), _object(hf, "rope_scaling")]
         config = config_from_hf(hf)
     except ConfigError as exc:
         raise UserError(exc.at(str(path))) from None
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
-        raise UserError(f"{path}: rope scaling {rope_type!r} is not supported (plain RoPE only)")
+    for rope in ropes:  # both checked: a config may carry transformers 5's default beside an older key
+        rope_type = rope.get("rope_type", rope.get("type", "default"))
+        if rope_type != "default":
+            raise UserError(f"{path}: rope scaling {rope_type!r} is not supported (plain RoPE only)")
     head_dim = hf.get("head_dim")
     if head_dim is not None and head_dim != config.head_dim:
         raise UserError(f"{path}: head_dim {head_dim} differs from hidden_size / num_attention_heads "

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from qwen_cli.kernels.attention import BACKENDS as ATTENTION_BACKENDS
+from qwen_cli.kernels.dispatch import KERNELS
 
 ROPE_NTK = ("none", "dynamic", "continuous")
 MAX_PARAMETERS = 10**12  # a larger config is a typo or a damaged file: refused before allocating anything
@@ -82,12 +83,13 @@ FIELD_RULES: dict[str, tuple[type, Range | None]] = {
     "dropout": (float, Range(0, 1, high_open=True)),
     "init_std": (float, NON_NEGATIVE),
     "attention_backend": (str, None),
+    "kernels": (str, None),
     "rope_ntk": (str, None),
     "logn_attn": (bool, None),
     "layer_windows": (list, None),
     "train_length": (int, NON_NEGATIVE),
 }
-CHOICES = {"attention_backend": ATTENTION_BACKENDS, "rope_ntk": ROPE_NTK}
+CHOICES = {"attention_backend": ATTENTION_BACKENDS, "kernels": KERNELS, "rope_ntk": ROPE_NTK}
 TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}
 
 
@@ -169,6 +171,7 @@ class ModelConfig:
     dropout: float = 0.0
     init_std: float = 0.02
     attention_backend: str = "auto"
+    kernels: str = "auto"  # RMSNorm/SwiGLU/RoPE: "auto" (Triton on CUDA when installed) | "triton" | "torch"
     # inference-time context extension (report §2.5; qwen_cli.model.rope): all off = plain RoPE
     rope_ntk: str = "none"  # "dynamic": Qwen's bucketed NTK-aware base; "continuous": base·(L/T)^(d/(d-2))
     logn_attn: bool = False  # queries past train_length scaled by log(i)/log(train_length)

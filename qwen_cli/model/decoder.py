@@ -15,6 +15,10 @@ Initialisation: every Linear and the embedding ~ N(0, init_std); the two project
 write into the residual stream (``o_proj``, ``down_proj``) use init_std / sqrt(2 · layers)
 (GPT-2's scaling, so the residual variance does not grow with depth); biases 0, norms 1.
 
+Fused ops (RMSNorm, SwiGLU, rotary embedding, attention) are called from ``qwen_cli.kernels`` with
+the backend the config names (``kernels``, ``attention_backend``); each kernel module picks its Triton
+or plain-torch path there, so this file has no device or backend branches.
+
 This file holds no parallelism, logging or I/O: those wrap the model from outside.
 """
 
@@ -24,27 +28,28 @@ import math
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from qwen_cli.kernels.attention import attention
+from qwen_cli.kernels.rms_norm import rms_norm
+from qwen_cli.kernels.rope import rotary
+from qwen_cli.kernels.swiglu import swiglu
 from qwen_cli.model.config import ModelConfig
 from qwen_cli.model.kv_cache import KVCache
 from qwen_cli.model.masks import build_mask, segment_positions
-from qwen_cli.model.rope import apply_rotary, logn_scale, rope_theta_for, rotary_cos_sin, rotary_inv_freq
+from qwen_cli.model.rope import logn_scale, rope_theta_for, rotary_cos_sin, rotary_inv_freq
 
 
 class RMSNorm(nn.Module):
-    """x / rms(x) · weight, computed in fp32 and cast back."""
+    """x / rms(x) · weight, computed in fp32 and cast back (``qwen_cli.kernels.rms_norm``)."""
 
-    def __init__(self, dim: int, eps: float) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.config = config
+        self.weight = nn.Parameter(torch.ones(config.hidden_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
-        return self.weight * normed.to(x.dtype)
+        return rms_norm(x, self.weight, self.config.rms_norm_eps, self.config.kernels)
 
 
 class Attention(nn.Module):
@@ -56,7 +61,7 @@ class Attention(nn.Module):
         self.qkv_proj = nn.Linear(config.hidden_size, config.hidden_size + 2 * kv_dim, bias=True)
         self.o_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
 
-    def forward(self, x, cos, sin, mask, causal, cache: KVCache | None, logn=None):
+    def forward(self, x, cos, sin, mask, causal, cache: KVCache | None, logn=None, segments=None):
         cfg = self.config
         b, t, _ = x.shape
         kv_dim = cfg.num_kv_heads * cfg.head_dim
@@ -64,39 +69,39 @@ class Attention(nn.Module):
         q = q.view(b, t, cfg.num_heads, cfg.head_dim).transpose(1, 2)
         k = k.view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
         v = v.view(b, t, cfg.num_kv_heads, cfg.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        q, k = rotary(q, cos, sin, cfg.kernels), rotary(k, cos, sin, cfg.kernels)
         if logn is not None:
             q = q * logn.to(q.dtype)
         if cache is not None:
             k, v = cache.update(self.layer, k, v)
         dropout_p = cfg.dropout if self.training else 0.0
         out = attention(q, k, v, mask=mask, causal=causal, dropout_p=dropout_p, backend=cfg.attention_backend,
-                        window=self.window)
+                        window=self.window, segments=segments)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, cfg.hidden_size))
 
 
 class MLP(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        self.config = config
         self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=False)
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(swiglu(self.gate_up_proj(x), self.config.kernels))
 
 
 class Block(nn.Module):
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
-        self.attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.attn_norm = RMSNorm(config)
         self.attn = Attention(config, layer)
-        self.mlp_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp_norm = RMSNorm(config)
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, cos, sin, mask, causal, cache, logn=None):
-        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, causal, cache, logn))
+    def forward(self, x, cos, sin, mask, causal, cache, logn=None, segments=None):
+        x = x + self.dropout(self.attn(self.attn_norm(x), cos, sin, mask, causal, cache, logn, segments))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
 
@@ -109,7 +114,7 @@ class QwenModel(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.embed_dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(Block(config, i) for i in range(config.num_layers))
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = RMSNorm(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
@@ -160,8 +165,9 @@ class QwenModel(nn.Module):
         cos, sin = rotary_cos_sin(position_ids, inv_freq, x.dtype)
         mask = build_mask(t, past, attention_mask, segment_ids, input_ids.device)
         causal = mask is None
+        segments = segment_ids if attention_mask is None else None  # lets flash-attn skip the mask
         for block in self.layers:
-            x = block(x, cos, sin, mask, causal, cache, logn)
+            x = block(x, cos, sin, mask, causal, cache, logn, segments)
         if cache is not None:
             cache.length += t
         return self.norm(x)

@@ -20,6 +20,10 @@ import math
 
 import torch
 
+from qwen_cli.kernels.rope import apply_rotary  # the rotation itself (and its Triton kernel) lives there
+
+__all__ = ["apply_rotary", "logn_scale", "ntk_alpha", "rope_theta_for", "rotary_cos_sin", "rotary_inv_freq"]
+
 
 def rotary_inv_freq(head_dim: int, theta: float) -> torch.Tensor:
     """Inverse frequencies θ^(-2i/d), always fp32 (bf16 frequencies lose long-range positions)."""
@@ -31,12 +35,6 @@ def rotary_cos_sin(position_ids: torch.Tensor, inv_freq: torch.Tensor, dtype: to
     angles = position_ids[..., None].float() * inv_freq.to(position_ids.device)
     angles = torch.cat((angles, angles), dim=-1)[:, None]
     return angles.cos().to(dtype), angles.sin().to(dtype)
-
-
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
 
 
 def ntk_alpha(length: int, trained: int) -> int:

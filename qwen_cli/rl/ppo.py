@@ -199,7 +199,8 @@ class PPORun:
     def _pretrain_loss(self) -> torch.Tensor:
         batch = {k: v.to(self.device) for k, v in next(self.pretrain).items()}
         hidden = self.policy.hidden_states(batch["input_ids"])
-        loss, n = linear_cross_entropy(hidden, self.policy.lm_head.weight, batch["labels"])
+        loss, n = linear_cross_entropy(hidden, self.policy.lm_head.weight, batch["labels"],
+                                       backend=self.policy.config.kernels)
         return loss / max(int(n), 1)
 
     def _update(self, rollout: Rollout, advantages, returns, step: int) -> dict[str, float]:

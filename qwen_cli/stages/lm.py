@@ -9,12 +9,13 @@ Face Qwen2 model directories carrying ``self.tokenizer``. Subclasses supply the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from qwen_cli.checkpoint.model_dir import read_model_state, write_model_files
+from qwen_cli.checkpoint.export import ModelDirTensors, write_model_state
 from qwen_cli.interop.qwen2 import write_generation_config
 from qwen_cli.model import Block, ModelConfig, QwenModel
 from qwen_cli.stages.losses import causal_lm_loss
@@ -40,14 +41,13 @@ class LanguageModelStage(Stage):
 
     def write_model(self, directory: Path, state: dict[str, torch.Tensor], config: ModelConfig,
                     recipe_text: str) -> None:
-        """A Qwen2-layout model directory from a full state dict."""
-        with torch.device("meta"):
-            model = QwenModel(config)
-        model.load_state_dict(state, strict=True, assign=True)
-        write_model_files(directory, model, self.tokenizer, recipe_text)
+        """A Qwen2-layout model directory from a full state dict, written tensor by tensor (``state`` may be
+        lazy: a multi-process run exports its final model from the DCP shards so)."""
+        write_model_state(directory, state, config, self.tokenizer, recipe_text)
 
-    def read_model_state(self, directory: Path, config: ModelConfig) -> dict[str, torch.Tensor]:
-        return read_model_state(directory, config)
+    def read_model_state(self, directory: Path, config: ModelConfig) -> Mapping[str, torch.Tensor]:
+        """Lazy: each tensor is read when looked up (a resume copies them into the model one at a time)."""
+        return ModelDirTensors(directory, config)
 
     def write_generation_config(self, directory: Path) -> None:
         """``generation_config.json`` with the chat stop ids, so transformers' ``generate`` stops at ``<|im_end|>``."""

@@ -12,5 +12,6 @@ def causal_lm_loss(model: QwenModel, batch: dict, chunk: int = 0):
     Packed rows pass ``segment_ids`` so attention never crosses documents/conversations.
     """
     hidden = model.hidden_states(batch["input_ids"], segment_ids=batch.get("segment_ids"))
-    loss, n = linear_cross_entropy(hidden, model.lm_head.weight, batch["labels"], chunk=chunk)
+    loss, n = linear_cross_entropy(hidden, model.lm_head.weight, batch["labels"], chunk=chunk,
+                                   backend=model.config.kernels)
     return loss, n, {}

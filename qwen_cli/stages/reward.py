@@ -25,7 +25,7 @@ from qwen_cli.checkpoint.reward_dir import is_reward_dir, load_reward_model, rea
 from qwen_cli.checkpoint.reward_dir import write_reward_files as write_reward_dir
 from qwen_cli.data.chat_template import DEFAULT_SYSTEM, ChatTemplate
 from qwen_cli.data.preference import EncodedPair, PairStats, encode_pairs, pair_batch, read_pairs
-from qwen_cli.data.shards import BatchLayout, EpochPermutation, ResumableBatches
+from qwen_cli.data.shards import ORDER_FORMAT, BatchLayout, EpochPermutation, ResumableBatches
 from qwen_cli.errors import UserError
 from qwen_cli.evaluation.preference import pair_rewards, pairwise_loss
 from qwen_cli.model import Block, ModelConfig
@@ -63,6 +63,8 @@ SECTIONS: dict[str, type] = {**BASE_SECTIONS, "data": PairDataSection, "pmp": Ph
 
 class PairBatches(ResumableBatches):
     """Pair ``k`` of a stream of seeded per-epoch permutations, as reward/DPO micro batches."""
+
+    order_format = ORDER_FORMAT
 
     def __init__(self, pairs: list[EncodedPair], layout: BatchLayout, pad_id: int, seed: int) -> None:
         super().__init__(layout, seed)

@@ -9,7 +9,7 @@ in the micro batch). A "sequence" in ``train.batch_tokens`` is one row.
 
 Recipe sections: the base ones, with ``[data]`` replaced by :class:`ChatDataSection`, plus
 ``[lora]`` (``rank = 0`` trains all weights) and ``[sample]`` (a reply printed at the end).
-``[model]`` may only set ``dropout`` / ``attention_backend``: the shape is the checkpoint's.
+``[model]`` may only set ``dropout`` / ``attention_backend`` / ``kernels``: the shape is the checkpoint's.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ ADAPTER_FILE = "lora_adapter.safetensors"
 
 @dataclass
 class ChatDataSection:
-    """Conversations (JSONL: messages / ShareGPT / alpaca) and how they become rows."""
+    """Conversations (JSONL: messages / ShareGPT / alpaca / ReAct records) and how they become rows."""
 
     train: str = ""
     val: str = ""  # a separate JSONL file; else ``val_fraction`` of ``train`` is held out
@@ -73,7 +73,7 @@ class ChatSampleSection:
 
 SECTIONS: dict[str, type] = {**BASE_SECTIONS, "data": ChatDataSection, "lora": LoraSection,
                              "sample": ChatSampleSection}
-TUNABLE_MODEL_KEYS = ("dropout", "attention_backend")
+TUNABLE_MODEL_KEYS = ("dropout", "attention_backend", "kernels")
 
 
 def set_dropout(model: QwenModel, p: float) -> None:
@@ -186,6 +186,8 @@ class SFTStage(LanguageModelStage):
             set_dropout(model, self.recipe.model.dropout)
         if self.recipe.model.attention_backend is not None:
             model.config.attention_backend = self.recipe.model.attention_backend
+        if self.recipe.model.kernels is not None:
+            model.config.kernels = self.recipe.model.kernels
         cfg = self.recipe.lora
         if cfg.rank:
             try:

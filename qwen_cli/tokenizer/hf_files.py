@@ -9,12 +9,10 @@ reproduces tiktoken's choices. Files written: ``vocab.json``, ``merges.txt``,
 ``tokenizer_config.json`` (``Qwen2Tokenizer`` when the pattern is Qwen's, eos = pad =
 ``<|endoftext|>`` like Qwen2 base models, and a ChatML ``chat_template``).
 
-Reading (:func:`read_hf_vocabulary`) takes a released Qwen2-family directory: ``tokenizer.json``
-when present (its split pattern and NFC setting are used; ``<|endoftext|>``, ``<|im_start|>``,
-``<|im_end|>`` must follow the BPE tokens, and merges must come in increasing id order, so a
-token's id *is* its tiktoken rank — checked, never assumed), else a bare ``vocab.json`` (Qwen's
-pattern and specials assumed). Later special tokens (Qwen2.5's tool and vision markers) keep
-their ids and are named ``<|extra_N|>`` by our tokenizer.
+Reading: :func:`tiktoken_equivalent` recognises a ``tokenizer.json`` that provably tokenises like
+our tiktoken tokenizer (the structure written here, Qwen's specials at their ids), so it can take
+the fast path; any other is read by :mod:`qwen_cli.tokenizer.hf_tokenizer`. A bare ``vocab.json``
+is read only when it is Qwen's own vocabulary (:func:`qwen_vocab_json`).
 """
 
 from __future__ import annotations
@@ -26,7 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from qwen_cli.errors import UserError
-from qwen_cli.tokenizer.vocabulary import ENDOFTEXT, IM_END, IM_START, QWEN_PATTERN, SPECIAL_TOKENS
+from qwen_cli.tokenizer.vocabulary import (
+    CL100K_PATTERN,
+    ENDOFTEXT,
+    IM_END,
+    IM_START,
+    QWEN_PATTERN,
+    SPECIAL_TOKENS,
+    qwen_ranks_path,
+    read_ranks,
+)
 
 if TYPE_CHECKING:
     from qwen_cli.tokenizer.core import Tokenizer
@@ -158,89 +165,97 @@ def hf_files(tok: Tokenizer) -> dict[str, bytes]:
 
 TOKENIZER_JSON = "tokenizer.json"
 VOCAB_JSON = "vocab.json"
+TIKTOKEN_PATTERNS = (QWEN_PATTERN, CL100K_PATTERN)  # split patterns tiktoken and tokenizers agree on
 
 
 @dataclass
 class HFVocabulary:
-    """What a Hugging Face tokenizer directory says about a byte-level BPE: ranks, split pattern, NFC."""
+    """A ``tokenizer.json`` in tiktoken terms: ranks (= ids), split pattern, NFC."""
 
     ranks: dict[bytes, int]
     pattern: str = QWEN_PATTERN
     nfc: bool = True
 
 
-def has_hf_vocabulary(directory: Path) -> bool:
-    return (directory / TOKENIZER_JSON).is_file() or (directory / VOCAB_JSON).is_file()
-
-
-def _ranks_from_vocab(vocab: dict, path: Path) -> dict[bytes, int]:
-    """GPT-2 byte-level spellings -> bytes; ids must be unique and contiguous from 0."""
+def _ranks_from_vocab(vocab: dict) -> dict[bytes, int] | None:
+    """GPT-2 byte-level spellings -> bytes; None unless every token is byte-level and ids are 0..N-1."""
     to_byte = {char: byte for byte, char in bytes_to_unicode().items()}
     try:
         ranks = {bytes(to_byte[c] for c in token): int(rank) for token, rank in vocab.items()}
-    except KeyError as exc:
-        raise UserError(f"{path}: token with non byte-level character {exc.args[0]!r}") from None
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise UserError(f"{path}: not a byte-level BPE vocabulary ({exc})") from None
-    if sorted(ranks.values()) != list(range(len(ranks))):
-        raise UserError(f"{path}: vocabulary ids are not unique and contiguous from 0")
-    return ranks
-
-
-def _split_pattern(pre_tokenizer: dict | None) -> str | None:
-    """The regex of the first ``Split`` pre-tokenizer, if any."""
-    if not pre_tokenizer:
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
-    for item in pre_tokenizer.get("pretokenizers", [pre_tokenizer]):
-        if item.get("type") == "Split":
-            return item.get("pattern", {}).get("Regex")
-    return None
+    return ranks if sorted(ranks.values()) == list(range(len(ranks))) else None
+
+
+def _byte_level(item) -> bool:
+    """A ByteLevel step that only maps bytes (no prefix space, no regex of its own)."""
+    return (isinstance(item, dict) and item.get("type") == "ByteLevel" and not item.get("add_prefix_space")
+            and not item.get("use_regex", True))
 
 
 def _merge_pair(merge) -> tuple[str, str]:
     return tuple(merge.split(" ", 1)) if isinstance(merge, str) else tuple(merge)
 
 
-def _read_tokenizer_json(path: Path) -> HFVocabulary:
+def _merges_in_id_order(vocab: dict, merges: list) -> bool:
+    """Each merge makes a token with a higher id than the previous one: merge order = rank order."""
+    previous = -1
+    for merge in merges:
+        rank = vocab.get("".join(_merge_pair(merge)))
+        if rank is None or rank <= previous:
+            return False
+        previous = rank
+    return True
+
+
+def tiktoken_equivalent(path: Path) -> HFVocabulary | None:
+    """The tiktoken form of a ``tokenizer.json`` when it provably tokenises like our tiktoken
+    :class:`~qwen_cli.tokenizer.core.Tokenizer`, else None (then the ``tokenizers`` library reads it).
+
+    Proven means: the structure :func:`tokenizer_json` writes (normalizer NFC or none; pre-tokenizer
+    a Split on Qwen's or cl100k's pattern then a bytes-only ByteLevel; BPE with ``ignore_merges``, no
+    dropout/unk/byte fallback/affixes; merges in id order, so ids are tiktoken ranks; ByteLevel
+    decoder and no post-processor adding tokens) and exactly Qwen's specials at ids N, N+1, ...
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         model = data["model"]
-        vocab, merges = model["vocab"], model.get("merges", [])
+        vocab, merges = model["vocab"], model.get("merges") or []
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as exc:
         raise UserError(f"{path}: not a Hugging Face tokenizer file ({exc})") from None
-    if model.get("type") != "BPE":
-        raise UserError(f"{path}: tokenizer model {model.get('type')!r} is not byte-level BPE")
-    ranks = _ranks_from_vocab(vocab, path)
-    previous = -1
-    for merge in merges:
-        left, right = _merge_pair(merge)
-        rank = vocab.get(left + right)
-        if rank is None or rank <= previous:
-            raise UserError(f"{path}: merge {left!r} {right!r} is out of id order; "
-                            "the vocabulary cannot be read as tiktoken ranks")
-        previous = rank
-    specials = {t["content"]: t["id"] for t in data.get("added_tokens", [])}
-    for offset, name in enumerate(SPECIAL_TOKENS[:3]):
-        if specials.get(name) != len(ranks) + offset:
-            raise UserError(f"{path}: special token {name} is not id {len(ranks) + offset} "
-                            f"(found {specials.get(name)}); not a Qwen vocabulary")
-    nfc = (data.get("normalizer") or {}).get("type") == "NFC"
-    return HFVocabulary(ranks, _split_pattern(data.get("pre_tokenizer")) or QWEN_PATTERN, nfc)
+    pre = data.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers") if pre.get("type") == "Sequence" else None
+    split = steps[0] if isinstance(steps, list) and len(steps) == 2 else {}
+    pattern = (split.get("pattern") or {}).get("Regex") if isinstance(split, dict) else None
+    normalizer = data.get("normalizer")
+    post = data.get("post_processor")
+    simple_bpe = (model.get("type") == "BPE" and model.get("ignore_merges") is True and not model.get("dropout")
+                  and not model.get("unk_token") and not model.get("byte_fallback")
+                  and not model.get("continuing_subword_prefix") and not model.get("end_of_word_suffix"))
+    shaped = (simple_bpe and normalizer in (None, {"type": "NFC"}) and pattern in TIKTOKEN_PATTERNS
+              and split.get("type") == "Split" and split.get("behavior") == "Isolated" and not split.get("invert")
+              and _byte_level(steps[1]) and _byte_level(data.get("decoder")) and (post is None or _byte_level(post)))
+    if not shaped or not isinstance(vocab, dict):
+        return None
+    ranks = _ranks_from_vocab(vocab)
+    if ranks is None or not _merges_in_id_order(vocab, merges):
+        return None
+    added = [(t.get("content"), t.get("id"), t.get("special")) for t in data.get("added_tokens") or []]
+    if added != [(name, len(ranks) + i, True) for i, name in enumerate(SPECIAL_TOKENS)]:
+        return None
+    return HFVocabulary(ranks, pattern, normalizer is not None)
 
 
-def read_hf_vocabulary(directory: Path) -> HFVocabulary:
-    """The vocabulary of ``directory``'s ``tokenizer.json`` (preferred) or ``vocab.json``; UserError
-    naming the file when it is not a Qwen-style byte-level BPE."""
-    path = directory / TOKENIZER_JSON
-    if path.is_file():
-        return _read_tokenizer_json(path)
+def qwen_vocab_json(directory: Path) -> dict[bytes, int]:
+    """The ranks of a bare ``vocab.json`` (no ``tokenizer.json``): read only when they are Qwen's own,
+    since the file says nothing of the split pattern, normalisation or specials."""
     path = directory / VOCAB_JSON
     try:
         vocab = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{directory}: no tokenizer ({TOKENIZER_JSON} or {VOCAB_JSON})") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{path}: not a byte-level BPE vocab.json ({exc})") from None
-    if not isinstance(vocab, dict):
-        raise UserError(f"{path}: not a byte-level BPE vocab.json (not a JSON object)")
-    return HFVocabulary(_ranks_from_vocab(vocab, path))
+    ranks = _ranks_from_vocab(vocab) if isinstance(vocab, dict) else None
+    if ranks is None or ranks != read_ranks(qwen_ranks_path()):
+        raise UserError(f"{path}: without {TOKENIZER_JSON} only Qwen's own vocabulary is read (a vocab.json "
+                        f"does not say how text is split); add the model's {TOKENIZER_JSON}")
+    return ranks

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import os
 from pathlib import Path
 
 from qwen_cli.errors import UserError
+from qwen_cli.fsutil import atomic_file
 
 QWEN_PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
@@ -73,3 +75,19 @@ def ranks_bytes(ranks: dict[bytes, int]) -> bytes:
     """Canonical ranks-file content (identical to ``qwen.tiktoken`` for the Qwen vocabulary)."""
     ordered = sorted(ranks.items(), key=lambda item: item[1])
     return b"".join(base64.b64encode(tok) + b" " + str(rank).encode() + b"\n" for tok, rank in ordered)
+
+
+def write_files(directory: str | os.PathLike, files: dict[str, bytes]) -> None:
+    """Write ``files`` (name -> content) into ``directory`` (created if needed), each to a temporary
+    name, fsynced and renamed, so an interrupted save never leaves a truncated file."""
+    out = Path(directory)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create directory: {exc.strerror}") from exc
+    for name, content in files.items():
+        try:
+            with atomic_file(out / name, "wb") as fh:
+                fh.write(content)
+        except OSError as exc:
+            raise UserError(f"{out / name}: cannot write: {exc.strerror}") from exc

@@ -1,9 +1,20 @@
 """The run directory of a training loop: checkpoints, the final model, and the checks around them.
 
-A loop hands over full state dicts (gathered by ``qwen_cli.train.distributed``) and a callable
-that writes the model files; this module lays out ``OUT/checkpoints/step_N`` (model files +
-``qwen_cli.checkpoint.train_state``), keeps the newest ``keep_last``, makes ``OUT/final`` from the
-last step's checkpoint (hard links, no second write), all atomically, and finds the newest checkpoint that verifies for ``--resume``. Around a run it
+A single-process loop hands over full state dicts and a callable that writes the model files;
+this module lays out ``OUT/checkpoints/step_N`` (model files + ``qwen_cli.checkpoint.train_state``),
+keeps the newest ``keep_last``, makes ``OUT/final`` from the last step's checkpoint (hard links, no
+second write), all atomically, and finds the newest checkpoint that verifies for ``--resume``.
+
+A multi-process loop writes the *sharded* layout instead (:func:`start_sharded`): every rank hands
+its own shards (FSDP2 DTensors) to ``qwen_cli.checkpoint.dcp``, which writes them into the hidden
+``checkpoints/.step_N.tmp-dcp`` (in a background thread with ``checkpoint.async_save``); rank 0 adds
+the trainer state, and :meth:`ShardedSave.wait` — on every rank, before the next save or at the end —
+waits for the writes and then (rank 0) hashes the small files and renames the directory to
+``step_N``; a loop calls it as soon as :meth:`ShardedSave.written`, so a finished checkpoint is
+published at the next step, not only at the next save. As with the full layout, a ``step_N``
+directory is only ever complete: a run killed while writing leaves the hidden directory, which the
+next start removes. ``OUT/final`` is then
+exported from the shards tensor by tensor (:func:`write_final_sharded`). Around a run it
 refuses to start over another run (:func:`check_run_dir`), removes a replaced run
 (:func:`remove_run`) and the leftovers of writes killed midway (:func:`remove_leftovers`), and
 compares a resumed run's recipe with the one it was trained with (:func:`check_resumable`).
@@ -12,15 +23,18 @@ Only rank 0 calls the writers and removers; every rank reads and checks.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from qwen_cli.checkpoint import dcp
 from qwen_cli.checkpoint import train_state as ts
 from qwen_cli.checkpoint.files import read_checksums, write_checksums
 from qwen_cli.errors import UserError
-from qwen_cli.fsutil import atomic_dir, link_or_copy
+from qwen_cli.fsutil import atomic_dir, fsync_dir, fsync_tree, link_or_copy
 from qwen_cli.recipe import read_toml, toml_value
 
 FINAL = "final"
@@ -52,6 +66,61 @@ def write_final(run_dir: Path, checkpoint: Path) -> Path:
             if name not in ts.STATE_FILES:
                 link_or_copy(checkpoint / name, tmp / name)
         write_checksums(tmp, sums)
+    return final_dir
+
+
+class ShardedSave:
+    """A sharded checkpoint being written into its hidden directory (see the module docstring)."""
+
+    def __init__(self, run_dir: Path, step: int, tmp: Path, future: Future | None, keep_last: int, main: bool) -> None:
+        self.run_dir, self.step, self.tmp, self.future, self.keep_last, self.main = run_dir, step, tmp, future, keep_last, main
+
+    def written(self) -> bool:
+        """Whether this rank's part is on disk; on rank 0, the whole checkpoint (DCP's last step, writing the
+        index, runs there once every rank's shards are written)."""
+        return self.future is None or self.future.done()
+
+    def wait(self) -> Path:
+        """Every rank: wait for this rank's shards (async); rank 0 then publishes ``step_N``. Returns its path."""
+        target = ts.checkpoint_dir(self.run_dir, self.step)
+        if self.future is not None:
+            try:
+                self.future.result()
+            except Exception as exc:  # the background writer's failure, e.g. a full disk
+                raise UserError(f"{target}: cannot write ({str(exc).strip().splitlines()[0]})") from None
+        if self.main:
+            write_checksums(self.tmp, covered=lambda name: not name.endswith(dcp.SHARD_SUFFIX))
+            fsync_tree(self.tmp)
+            if target.exists():  # a damaged checkpoint of this step, skipped by --resume
+                shutil.rmtree(target)
+            os.replace(self.tmp, target)
+            fsync_dir(target.parent)
+            ts.prune_checkpoints(self.run_dir, self.keep_last)
+        return target
+
+
+def start_sharded(run_dir: Path, state: ts.TrainState, tensors: dict, param_groups: list, recipe_text: str,
+                  keep_last: int, main: bool, process_group=None, asynchronous: bool = False) -> ShardedSave:
+    """Every rank: write its shards of ``tensors`` (``{"model": ..., "optim": {"state": ...}}``) for ``state.step``
+    (in the background when ``asynchronous``); rank 0 also writes the trainer state and recipe. Collective."""
+    tmp = run_dir / ts.CHECKPOINTS / f".step_{state.step:06d}.tmp-dcp"
+    if main:
+        tmp.mkdir(parents=True, exist_ok=True)  # the other ranks' writers create it too
+        ts.write_train_state(tmp, state, {"state": {}, "param_groups": param_groups}, sharded=True)
+        (tmp / RECIPE_FILE).write_text(recipe_text)
+    try:
+        future = dcp.save(tmp, tensors, process_group, asynchronous)
+    except OSError as exc:
+        raise UserError(f"{ts.checkpoint_dir(run_dir, state.step)}: cannot write ({exc.strerror or exc})") from None
+    return ShardedSave(run_dir, state.step, tmp, future, keep_last, main)
+
+
+def write_final_sharded(run_dir: Path, write_model: Callable[[Path], None]) -> Path:
+    """``OUT/final`` (rank 0): ``write_model`` exports the model of the last sharded checkpoint into it."""
+    final_dir = run_dir / FINAL
+    with atomic_dir(final_dir) as tmp:
+        write_model(tmp)
+        write_checksums(tmp)
     return final_dir
 
 

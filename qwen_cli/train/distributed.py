@@ -2,8 +2,9 @@
 
 The model never knows it is distributed (principle 2): :func:`shard` wraps it from outside
 with FSDP2 (``fully_shard`` on every block the stage names, then on the root), gloo on CPU and
-NCCL on GPU. Checkpoints hold *full* (gathered, CPU) state dicts keyed by parameter name, so
-a checkpoint written by N processes loads in one and vice versa. Without ``torchrun`` (no
+NCCL on GPU. A multi-process run checkpoints each rank's *shards* (:func:`sharded_state`, the DTensors
+as FSDP2 holds them, written by DCP); single-process checkpoints and the full layout hold *full* (CPU)
+state dicts. Both are keyed by parameter name, so a checkpoint written by N processes loads in M. Without ``torchrun`` (no
 ``WORLD_SIZE`` in the environment) everything here degrades to the single-process case.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,8 +23,10 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
+    get_state_dict,
     set_model_state_dict,
     set_optimizer_state_dict,
+    set_state_dict,
 )
 
 from qwen_cli.errors import UserError
@@ -141,3 +145,37 @@ def load_full_model_state(module: nn.Module, state: dict[str, torch.Tensor]) -> 
 
 def load_full_optimizer_state(module: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
     set_optimizer_state_dict(module, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def new_cpu_group(info: DistInfo):
+    """A gloo group of every rank for work beside training (an asynchronous checkpoint's collectives run in
+    a background thread and must not interleave with the training's); every rank must call it. None alone."""
+    return dist.new_group(backend="gloo") if info.enabled else None
+
+
+def sharded_state(module: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict, list]:
+    """(model tensors, optimizer ``state``, optimizer ``param_groups``) as this rank holds them (DTensor
+    shards under FSDP2, plain tensors in one process): the live tensors, not copies; keyed by name."""
+    model, optim = get_state_dict(module, optimizer)
+    return model, optim["state"], optim["param_groups"]
+
+
+def load_sharded_state(module: nn.Module, optimizer: torch.optim.Optimizer, model: dict, state: dict,
+                       param_groups: list) -> None:
+    """Put what :func:`sharded_state` returned (filled from a checkpoint) back into the module and optimizer."""
+    set_state_dict(module, optimizer, model_state_dict=model,
+                   optim_state_dict={"state": state, "param_groups": param_groups})
+
+
+def copy_model_state(module: nn.Module, state: Mapping[str, torch.Tensor], where: Any) -> None:
+    """One process: copy ``state`` (our names) into ``module`` one tensor at a time, so a lazy ``state`` (read
+    when looked up) never holds the weights a second time; UserError naming ``where`` on a mismatch."""
+    own = module.state_dict()
+    if set(own) != set(state):
+        raise UserError(f"{where}: the weights do not match the model (tensor {sorted(set(own) ^ set(state))[0]})")
+    with torch.no_grad():
+        for name, tensor in own.items():
+            value = state[name]
+            if value.shape != tensor.shape:
+                raise UserError(f"{where}: tensor {name} has shape {list(value.shape)}, the model {list(tensor.shape)}")
+            tensor.copy_(value)

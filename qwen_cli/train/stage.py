@@ -25,7 +25,9 @@ loop needs. Subclass :class:`Stage` and provide:
   counted unit weighs the same whatever the accumulation or world size. ``model`` is what
   ``build_model`` returned, called inside the FSDP root's forward, so any of its methods may be used.
 * ``write_model(directory, state, config, recipe_text)`` / ``read_model_state(directory, config)``
-  — the model's part of a checkpoint (a full state dict, our parameter names).
+  — the model's part of a checkpoint (a full state dict, our parameter names). Either may be a lazy
+  ``Mapping`` that reads each tensor when it is looked up: a multi-process run exports its final model
+  from the DCP shards so, and a resume copies the model's tensors in one at a time.
 * ``finish(final_dir, console)`` (optional) — runs on rank 0 after the final save.
 
 ``qwen_cli.stages.lm.LanguageModelStage`` implements everything but the data for Qwen decoders.

@@ -7,7 +7,8 @@ model, its sharding unit, its FLOPs per token, how to count tokens, the batches 
 What the trainer does: AdamW groups and the warm-up + cosine schedule (``optim``), gradient
 accumulation, clipping, autocast (``train.dtype``), seeds, periodic validation, rich progress +
 ``metrics.jsonl`` (``progress``), checkpoints with exact resume (``checkpointing``, on top of
-``qwen_cli.checkpoint.train_state``, which also documents the run directory layout), FSDP2 under
+``qwen_cli.checkpoint.train_state``, which also documents the run directory layout; under ``torchrun``
+every rank writes its own DCP shards, in the background with ``checkpoint.async_save``), FSDP2 under
 ``torchrun`` (``distributed``) and signals (``run_control``): on SIGINT/SIGTERM the current step
 finishes, a checkpoint is saved and the run stops with exit code 130 / 143 (128 + signal); a
 second signal aborts at once (the previous checkpoint stays valid: saves are atomic).
@@ -23,7 +24,7 @@ The run directory (layout in ``qwen_cli.checkpoint.train_state``) is guarded by 
   maths of a step nor the random numbers it draws. ``logging.*``, ``checkpoint.*``,
   ``train.val_every``, ``train.val_batches`` (validation runs in eval mode on fixed batches) and
   ``train.peak_flops`` keep the resumed run bit-exact; ``distributed.*``, ``train.compile``,
-  ``train.device``, ``train.loss_chunk_tokens`` and ``model.attention_backend`` trade speed and
+  ``train.device``, ``train.loss_chunk_tokens``, ``model.attention_backend`` and ``model.kernels`` trade speed and
   memory for rounding (the same sums in another order). Everything else must match: the model,
   data, optimizer, schedule, batch layout, seed, dtype, and ``train.steps`` / ``train.tokens`` too,
   because the warm-up and decay are laid out over the total step count, so a longer run would jump
@@ -56,6 +57,7 @@ import numpy as np
 import torch
 from rich.console import Console
 
+from qwen_cli.checkpoint import dcp
 from qwen_cli.checkpoint import train_state as ts
 from qwen_cli.data.shards import BatchLayout
 from qwen_cli.errors import RunFailed, UserError
@@ -72,7 +74,7 @@ from qwen_cli.train.stage import LossModule, Stage
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 RESUMABLE = ("logging.*", "checkpoint.*", "distributed.*", "train.val_every", "train.val_batches",
              "train.peak_flops", "train.compile", "train.device", "train.loss_chunk_tokens",
-             "model.attention_backend")  # recipe keys a resume may change (see the module docstring)
+             "model.attention_backend", "model.kernels")  # recipe keys a resume may change (see the module docstring)
 
 
 @dataclass
@@ -136,6 +138,8 @@ class Trainer:
             for block in blocks:
                 block.compile()
         self.optimizer = build_optimizer(self.module, self.recipe.optim)
+        self._save_group = dist.new_cpu_group(self.info) if self.recipe.checkpoint.async_save else None
+        self._pending: ckpt.ShardedSave | None = None  # a sharded checkpoint still being written
         self.layout = self._layout()
         self.total_steps = self._total_steps()
         self.batches = self.stage.train_batches(self.layout)
@@ -164,9 +168,18 @@ class Trainer:
     def _restore(self, path: Path) -> tuple[int, int]:
         """Load checkpoint ``path``; returns (step, tokens_seen)."""
         state, optim_state, payload = ts.read_train_state(path)
-        model_state = {f"model.{k}": v for k, v in self.stage.read_model_state(path, self.model_config).items()}
-        dist.load_full_model_state(self.module, model_state)
-        dist.load_full_optimizer_state(self.module, self.optimizer, optim_state)
+        if dcp.is_sharded(path):  # every rank reads the chunks it holds, whatever the world size that wrote them
+            model, optim, _ = dist.sharded_state(self.module, self.optimizer)
+            dcp.load(path, self._shards(model, optim))
+            dist.load_sharded_state(self.module, self.optimizer, model, optim, optim_state["param_groups"])
+        else:
+            model_state = self.stage.read_model_state(path, self.model_config)  # may be lazy: read on lookup
+            if self.info.enabled:
+                dist.load_full_model_state(self.module, {f"model.{k}": v for k, v in model_state.items()})
+            else:
+                dist.copy_model_state(self.model, model_state, path)
+            del model_state
+            dist.load_full_optimizer_state(self.module, self.optimizer, optim_state)
         self.batches.load_state_dict(state.data)
         if not ts.restore_rng(path, payload, self.info.rank, self.info.device) and self.info.rank == len(payload["rng"]):
             self.console.print(f"{path} holds the random streams of {len(payload['rng'])} processes: rank "
@@ -192,8 +205,43 @@ class Trainer:
         model_state = {k.removeprefix("model."): v for k, v in model_state.items()}
         return model_state, dist.full_optimizer_state(self.module, self.optimizer)
 
+    @staticmethod
+    def _shards(model: dict, optim_state: dict) -> dict:
+        """What a sharded checkpoint holds: the model under our parameter names, AdamW's tensors."""
+        return {dcp.MODEL: {k.removeprefix("model."): v for k, v in model.items()}, dcp.OPTIM: {"state": optim_state}}
+
+    def _wait_for_save(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.wait()
+
+    def _save_sharded(self, step: int, tokens_seen: int, final: bool) -> Path | None:
+        """Several processes: every rank writes its shards (in the background with ``checkpoint.async_save``,
+        the previous save waited for first); rank 0 exports the final model from them, tensor by tensor."""
+        self._wait_for_save()
+        rng = dist.gather_to_main(ts.capture_rng(self.info.device), self.info)
+        model, optim, groups = dist.sharded_state(self.module, self.optimizer)
+        state = ts.TrainState(step, self.total_steps, tokens_seen, self.batches.state_dict(), rng)
+        text, c = self.resolved_recipe.to_toml(), self.recipe.checkpoint
+        self._pending = ckpt.start_sharded(self.run_dir, state, self._shards(model, optim), groups, text, c.keep_last,
+                                           self.info.is_main, self._save_group, c.async_save)
+        if not final:
+            if not c.async_save:
+                self._wait_for_save()
+            return None
+        path = ts.checkpoint_dir(self.run_dir, step)
+        self._wait_for_save()
+        if self.info.is_main:
+            ckpt.write_final_sharded(self.run_dir, lambda directory: self.stage.write_model(
+                directory, dcp.ShardedTensors(path), self.model_config, text))
+        dist.barrier(self.info)
+        return self.run_dir / ckpt.FINAL
+
     def _save(self, step: int, tokens_seen: int, final: bool) -> Path | None:
-        """Checkpoint ``step`` (and the final model dir when ``final``); rank 0 writes."""
+        """Checkpoint ``step`` (and the final model dir when ``final``): the sharded layout when several
+        processes train, else the full one, written by this (rank 0) process."""
+        if self.info.enabled:
+            return self._save_sharded(step, tokens_seen, final)
         model_state, optim_state = self._gathered_states()
         rng = dist.gather_to_main(ts.capture_rng(self.info.device), self.info)
         final_dir = self.run_dir / ckpt.FINAL if final else None
@@ -334,6 +382,8 @@ class Trainer:
                 began = time.perf_counter()
                 pending.append(self._train_step(step))
                 step += 1
+                if self._pending is not None and self._pending.written():
+                    self._wait_for_save()  # publish a finished asynchronous checkpoint now
                 stopping = dist.broadcast_flag(stop.received is not None, self.info) and step < total
                 validating = bool(val_every) and step % val_every == 0 and step < total
                 saving = bool(every) and step % every == 0 and step < total
@@ -366,6 +416,7 @@ class Trainer:
                     break
                 if saving:
                     self._save(step, tokens_seen, final=False)
+        self._wait_for_save()  # a stop signal's asynchronous save is complete before the process ends
         final_dir = self._finish(step, tokens_seen, record, writer) if exit_code == 0 else None
         return TrainResult(self.run_dir, final_dir, step, exit_code, record)
 
