@@ -10,8 +10,8 @@ interleaved (ours, theirs, ours, theirs …, ``--repeats`` rounds after one unti
 pays the compile); each rate is the median, each ratio the median (min–max) of per-round ratios
 against transformers fp32. Greedy outputs are compared with transformers' too.
 
-With ``--ppl-checkpoint`` (default: the tiny demo model, if trained) the int8 quality cost is
-printed as the perplexity of that model, fp32 vs int8 of every linear layer (an upper bound on the
+With ``--ppl-checkpoint`` (default: the tiny demo model, if trained; ``--ppl-only`` skips the
+timing) the int8 quality cost is printed as the perplexity of that model, fp32 vs int8 of every linear layer (an upper bound on the
 default, which quantises only matrices of >= ``MIN_ELEMENTS`` weights), on held-out token ids (the validation
 split of its shards, never trained on).
 
@@ -39,6 +39,7 @@ from qwen_cli.inference import static_decode
 from qwen_cli.inference.generate import generate
 from qwen_cli.model import ModelConfig, QwenModel
 from qwen_cli.model.quantize import quantize_model
+from qwen_cli.tokenizer import load_tokenizer
 
 MODES = ("eager", "compiled", "int8")
 
@@ -56,11 +57,20 @@ def heldout_perplexity(model: QwenModel, tokens: np.ndarray, window: int) -> flo
     return float(np.exp(total / count))
 
 
-def report_perplexity(checkpoint: Path, heldout: Path) -> None:
+def heldout_tokens(checkpoint: Path, heldout: Path, max_chars: int) -> np.ndarray:
+    """Token ids of ``heldout``: a ``.bin`` shard (uint32 ids) as is, any other file as text (its first
+    ``max_chars`` characters) encoded by the checkpoint's own tokenizer."""
+    if heldout.suffix == ".bin":
+        return np.fromfile(heldout, dtype="<u4")
+    text = heldout.read_text(encoding="utf-8")[:max_chars]
+    return np.asarray(load_tokenizer(checkpoint).encode(text), dtype=np.uint32)
+
+
+def report_perplexity(checkpoint: Path, heldout: Path, max_chars: int) -> None:
     if not (checkpoint / "config.json").is_file() or not heldout.is_file():
         print(f"perplexity: skipped ({checkpoint} or {heldout} missing; train the tiny demo model first)")
         return
-    tokens = np.fromfile(heldout, dtype="<u4")
+    tokens = heldout_tokens(checkpoint, heldout, max_chars)
     fp32 = load_model(checkpoint).eval()
     window = min(128, fp32.config.max_position_embeddings)
     before = heldout_perplexity(fp32, tokens, window)
@@ -79,8 +89,14 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None,
                         help="a model directory to benchmark (default: the random-weight bench config)")
     parser.add_argument("--ppl-checkpoint", type=Path, default=Path("runs/tiny/pretrain/final"))
-    parser.add_argument("--ppl-tokens", type=Path, default=Path("runs/tiny/shards/val/shard_00000.bin"))
+    parser.add_argument("--ppl-tokens", type=Path, default=Path("runs/tiny/shards/val/shard_00000.bin"),
+                        help="held-out ids (.bin shard) or a text file, encoded by the checkpoint's tokenizer")
+    parser.add_argument("--ppl-chars", type=int, default=40_000, help="characters read from a text --ppl-tokens")
+    parser.add_argument("--ppl-only", action="store_true", help="only the int8 perplexity check")
     args = parser.parse_args()
+    if args.ppl_only:
+        report_perplexity(args.ppl_checkpoint, args.ppl_tokens, args.ppl_chars)
+        return
     from transformers import AutoModelForCausalLM
 
     if args.model is not None:
@@ -130,7 +146,7 @@ def main() -> None:
             print(f"  qwen_cli {mode:8s} {n / statistics.median(times[mode]):7.1f} tok/s   "
                   f"ratio {ratio_summary(times[mode], times[f'transformers/{mode}'])}   "
                   f"identical greedy rows {agree}/{b}")
-    report_perplexity(args.ppl_checkpoint, args.ppl_tokens)
+    report_perplexity(args.ppl_checkpoint, args.ppl_tokens, args.ppl_chars)
 
 
 if __name__ == "__main__":

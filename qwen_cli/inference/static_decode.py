@@ -10,6 +10,7 @@ is rounded up to a multiple of ``CAPACITY_STEP``, writes each new key/value at a
 attends over the whole buffer through a mask, so a decode step has the same shapes at every length
 and ``torch.compile`` captures it once (per batch size and capacity bucket) for the whole process.
 Finished rows keep running (their outputs are ignored) so shapes never change mid-generation.
+On CUDA the step is compiled in "reduce-overhead" mode (CUDA graphs; not yet run on a GPU here).
 The compiled step and its cache are kept per model; ``compile_seconds`` reports the time the first
 call of a new shape took (tracing + code generation), paid once per process.
 """
@@ -80,7 +81,11 @@ def _compiled_step(model: QwenModel, backend: str | None):
         return decode_step
     per_model = _COMPILED.setdefault(model, {})
     if backend not in per_model:
-        per_model[backend] = torch.compile(decode_step, backend=backend, dynamic=False)
+        # On CUDA, inductor's "reduce-overhead" mode replays the step as a CUDA graph (the cache and mask
+        # live at fixed addresses); torch falls back to plain kernels where a graph cannot be captured.
+        cuda = next(model.parameters()).is_cuda and backend == "inductor"
+        per_model[backend] = torch.compile(decode_step, backend=backend, dynamic=False,
+                                           mode="reduce-overhead" if cuda else None)
     return per_model[backend]
 
 
