@@ -22,7 +22,7 @@ from qwen_cli.agent.react import Completer, Episode, Step, model_completer, run_
 from qwen_cli.agent.tools import Tool
 from qwen_cli.data.react import react_prompt
 from qwen_cli.errors import UserError
-from qwen_cli.inference.chat_session import REPLY_SEPARATOR, ChatSession, command
+from qwen_cli.inference.chat_session import ChatSession, run_loop
 
 
 def _write(text: str) -> None:
@@ -87,19 +87,9 @@ def run_tool_loop(session: ChatSession, tools: Sequence[Tool], lines: Iterator[s
                         f"model's whole context is {session.window}: use a model with a longer context")
     complete = model_completer(session.model, session.tokenizer, session.max_new_tokens, session.temperature,
                                session.top_p, session.seed, session.window, session.compile)
-    separate, replied = not (interactive or as_json), False
     try:
-        for line in lines:
-            if not line.strip():
-                continue
-            if line.startswith("/"):
-                if not command(session, line.strip(), console):
-                    return
-                continue
-            if separate and replied:
-                _write(f"{REPLY_SEPARATOR}\n")
-            replied = answer(session, complete, tools, line, console, as_json, interactive, max_steps) is not None \
-                or replied
+        run_loop(session, lines, console, as_json, interactive, respond=lambda line: answer(
+            session, complete, tools, line, console, as_json, interactive, max_steps) is not None)
     finally:
         for tool in tools:
             tool.close()

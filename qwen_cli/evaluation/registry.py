@@ -271,26 +271,29 @@ def lm_eval_literal(relative: str, function: str) -> list[dict]:
     raise UserError(f"lm_eval/tasks/{relative}: no function {function}() (lm-eval version changed?)")
 
 
-def lm_eval_yaml(relative: str) -> dict:
-    """A plain lm-eval task YAML file (no ``!function`` tags) as a dict."""
-    import yaml
-
+def _lm_eval_task_file(relative: str) -> Path | None:
+    """``lm_eval/tasks/<relative>`` of the installed lm-eval (None when it ships no such file)."""
     package = package_dir("lm_eval")
     if package is None:
         raise UserError("lm-eval is not installed (pip install 'qwen-cli[eval]')")
     path = package / "tasks" / relative
-    if not path.is_file():
+    return path if path.is_file() else None
+
+
+def lm_eval_yaml(relative: str) -> dict:
+    """A plain lm-eval task YAML file (no ``!function`` tags) as a dict."""
+    import yaml
+
+    path = _lm_eval_task_file(relative)
+    if path is None:
         raise DataUnavailable(f"lm-eval ships no {relative}")
     return yaml.safe_load(path.read_text())
 
 
 def lm_eval_task(relative: str) -> dict:
     """An lm-eval task YAML as lm-eval itself reads it (``include`` merged, ``!function`` resolved)."""
-    package = package_dir("lm_eval")
-    if package is None:
-        raise UserError("lm-eval is not installed (pip install 'qwen-cli[eval]')")
-    path = package / "tasks" / relative
-    if not path.is_file():
+    path = _lm_eval_task_file(relative)
+    if path is None:
         raise UserError(f"lm-eval ships no tasks/{relative} (lm-eval version changed?)")
     from lm_eval.tasks._yaml_loader import load_yaml
 

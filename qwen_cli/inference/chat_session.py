@@ -232,8 +232,15 @@ def _save(session: ChatSession, path: str, console: Console) -> None:
 
 
 def run_loop(session: ChatSession, lines: Iterator[str], console: Console, json_lines: bool, interactive: bool,
-             verbose: bool = False) -> None:
-    """Answer each line (or run it as a command) until the lines end or /exit."""
+             verbose: bool = False, respond: Callable[[str], bool] | None = None) -> None:
+    """Answer each line (or run it as a command) until the lines end or /exit.
+
+    ``respond(line)`` answers one line and says whether it wrote a reply (default: :func:`answer`,
+    which always does); piped replies are separated by :data:`REPLY_SEPARATOR`."""
+    if respond is None:
+        def respond(line: str) -> bool:
+            answer(session, line, console, json_lines, interactive, verbose)
+            return True
     separate, replied = not (interactive or json_lines), False
     for line in lines:
         if not line.strip():
@@ -244,5 +251,4 @@ def run_loop(session: ChatSession, lines: Iterator[str], console: Console, json_
             continue
         if separate and replied:
             _write(f"{REPLY_SEPARATOR}\n")
-        answer(session, line, console, json_lines, interactive, verbose)
-        replied = True
+        replied = respond(line) or replied
