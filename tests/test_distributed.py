@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_fixtures import ROOT, TINY_OVERRIDES, TINY_RECIPE, make_shards
+from train_fixtures import ROOT, TINY_OVERRIDES, TINY_RECIPE, free_port, make_shards
 
 import qwen_cli
 from qwen_cli.checkpoint import train_state as ts
@@ -32,7 +32,7 @@ def _run(out: Path, shards: Path, nproc: int, *flags: str) -> list[dict]:
     sets = [a for item in (*TINY_OVERRIDES, f"data.shards={shards}", "train.steps=4", "logging.log_every=1",
                            "train.val_every=2", "train.val_batches=4") for a in ("--set", item)]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-                "--master-port", "29533"] if nproc > 1 else [sys.executable]
+                "--master-port", str(free_port())] if nproc > 1 else [sys.executable]
     cmd = [*launcher, "-m", "qwen_cli.cli", "pretrain", str(TINY_RECIPE), *sets, "--out", str(out), *flags]
     proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=300)

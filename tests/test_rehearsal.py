@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from train_fixtures import ROOT, TINY_OVERRIDES, TINY_RECIPE, final_weights, make_shards
+from train_fixtures import ROOT, TINY_OVERRIDES, TINY_RECIPE, final_weights, free_port, make_shards
 
 from qwen_cli.checkpoint import dcp
 from qwen_cli.checkpoint import train_state as ts
@@ -40,7 +40,7 @@ SETTINGS = (*TINY_OVERRIDES, f"train.steps={STEPS}", "train.micro_batch_size=2",
 
 def _launch(out: Path, shards: Path, nproc: int, *extra: str, resume: bool = False) -> subprocess.Popen:
     sets = [a for item in (*SETTINGS, f"data.shards={shards}", *extra) for a in ("--set", item)]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", "29541",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(free_port()),
            "-m", "qwen_cli.cli", "pretrain", str(TINY_RECIPE), *sets, "--out", str(out), *(["--resume"] * resume)]
     return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)

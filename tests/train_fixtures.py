@@ -61,3 +61,12 @@ def kill_after_step(proc, metrics: Path, step: int, timeout: float = 180) -> Non
         time.sleep(0.02)
     proc.kill()
     proc.wait()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a torchrun rendezvous (a fixed port fails when two runs share a host)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
