@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from train_fixtures import bigram_model
 
 from qwen_cli.checkpoint import save_model
-from qwen_cli.model import ModelConfig, QwenModel
+from qwen_cli.model import ModelConfig
 from qwen_cli.tokenizer import load_tokenizer
 
 CHAIN = ["\n", "Action", ":", " python", "\n\n", "open", "('", "data", "').", "read", "()", "Observation", ":"]
@@ -30,16 +30,8 @@ def bigram_checkpoint(path: Path) -> Path:
     ids = [i for piece in CHAIN for i in tok.encode(piece)]  # "Observation" is two tokens
     config = ModelConfig(vocab_size=tok.padded_vocab_size, hidden_size=16, num_layers=1, num_heads=2,
                          intermediate_size=32, max_position_embeddings=4096)
-    torch.manual_seed(0)
-    model = QwenModel(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("o_proj.weight", "down_proj.weight")) or name.startswith(("embed_tokens", "lm_head")):
-                p.zero_()
-        links = dict(zip(ids, ids[1:], strict=False))  # ":" appears twice: its first successor wins
-        for i, (src, dst) in enumerate(links.items()):
-            model.embed_tokens.weight[src, i] = 1.0
-            model.lm_head.weight[dst, i] = 10.0
+    links = dict(zip(ids, ids[1:], strict=False))  # ":" appears twice: its first successor wins
+    model = bigram_model(config, links.items())
     save_model(path, model)
     tok.save(path, hf=False)  # our own tokenizer files only: deriving the Hugging Face merges takes seconds
     return path

@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from train_fixtures import bigram_model
 
 from qwen_cli.checkpoint import save_model
-from qwen_cli.model import ModelConfig, QwenModel
+from qwen_cli.model import ModelConfig
 from qwen_cli.tokenizer import load_tokenizer
 
 TEXT = "中文"
@@ -32,15 +32,7 @@ def rigged_checkpoint(path: Path, loop: bool) -> Path:
     chain.append(chain[1] if loop else tok.im_end_id)
     config = ModelConfig(vocab_size=tok.padded_vocab_size, hidden_size=16, num_layers=1, num_heads=2,
                          intermediate_size=32, max_position_embeddings=8192)
-    torch.manual_seed(0)
-    model = QwenModel(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("o_proj.weight", "down_proj.weight")) or name.startswith(("embed_tokens", "lm_head")):
-                p.zero_()
-        for i, (src, dst) in enumerate(zip(chain, chain[1:], strict=False)):
-            model.embed_tokens.weight[src, i] = 1.0
-            model.lm_head.weight[dst, i] += 10.0
+    model = bigram_model(config, zip(chain, chain[1:], strict=False))
     return save_model(path, model, tok)
 
 

@@ -15,15 +15,15 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import transformers
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from train_fixtures import bigram_model
 
 from qwen_cli.checkpoint import save_model
 from qwen_cli.data.chat_template import ChatTemplate
 from qwen_cli.data.jinja_chat import JinjaChatTemplate, chat_template_for
 from qwen_cli.errors import UserError
-from qwen_cli.model import ModelConfig, QwenModel
+from qwen_cli.model import ModelConfig
 from qwen_cli.tokenizer import HFTokenizer, load_tokenizer
 from qwen_cli.tokenizer import Tokenizer as TiktokenTokenizer
 
@@ -265,15 +265,7 @@ def _checkpoint(path: Path, tokenizer_dir: Path, vocab_rows: int, chain: list[in
     is the next one in ``chain`` (attention/MLP zeroed: a bigram machine)."""
     config = ModelConfig(vocab_size=vocab_rows, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32,
                          max_position_embeddings=512)
-    torch.manual_seed(0)
-    model = QwenModel(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("o_proj.weight", "down_proj.weight")) or name.startswith(("embed_tokens", "lm_head")):
-                p.zero_()
-        for i, (src, dst) in enumerate(zip(chain or [], (chain or [])[1:], strict=False)):
-            model.embed_tokens.weight[src, i] = 1.0
-            model.lm_head.weight[dst, i] += 10.0
+    model = bigram_model(config, zip(chain or [], (chain or [])[1:], strict=False))
     save_model(path, model)
     for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
         shutil.copyfile(tokenizer_dir / name, path / name)

@@ -70,3 +70,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def bigram_model(config, pairs):
+    """A QwenModel rigged as a bigram machine: attention and MLP outputs zeroed, so after token ``src``
+    the greedy next token is ``dst`` for each (src, dst) in ``pairs`` (the i-th pair uses hidden unit i)."""
+    import torch
+
+    from qwen_cli.model import QwenModel
+
+    torch.manual_seed(0)
+    model = QwenModel(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")) or name.startswith(("embed_tokens", "lm_head")):
+                p.zero_()
+        for i, (src, dst) in enumerate(pairs):
+            model.embed_tokens.weight[src, i] = 1.0
+            model.lm_head.weight[dst, i] += 10.0
+    return model
