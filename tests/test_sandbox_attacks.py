@@ -8,6 +8,7 @@ files and sockets live in a world-accessible directory outside /tmp (which the s
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import socket
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from qwen_cli.sandbox import Limits, run_program
+from qwen_cli.sandbox import Limits, Session, run_program
 from qwen_cli.sandbox import host as sandbox_host
 from qwen_cli.sandbox.host import plan
 
@@ -165,6 +166,48 @@ def test_no_new_privs_seccomp_and_no_new_namespaces():
     assert outcome.passed, outcome
 
 
+KERNEL_SURFACE = """
+import ctypes, errno, socket
+libc = ctypes.CDLL(None, use_errno=True)
+ring = libc.syscall(425, 8, ctypes.create_string_buffer(120))  # io_uring_setup on x86-64
+found = {"io_uring": "open" if ring >= 0 else errno.errorcode[ctypes.get_errno()]}
+for name, family, kind in (("vsock", 40, socket.SOCK_STREAM), ("packet", 17, socket.SOCK_DGRAM),
+                           ("netlink", 16, socket.SOCK_RAW), ("alg", 38, socket.SOCK_SEQPACKET),
+                           ("unspec", 0, socket.SOCK_STREAM), ("x25", 9, socket.SOCK_STREAM)):
+    try:
+        socket.socket(family, kind).close()
+        found[name] = "open"
+    except OSError as exc:
+        found[name] = errno.errorcode[exc.errno]
+for family in (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6):  # what programs use stays
+    socket.socket(family).close()
+for end in socket.socketpair():
+    end.close()
+print(found)
+"""
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probe uses x86-64 system call numbers")
+def test_io_uring_and_unused_socket_families_are_refused():
+    with Session(FAST) as session:
+        result = session.run(KERNEL_SURFACE)
+    assert result.ok, result
+    found = ast.literal_eval(result.stdout)
+    assert found.pop("io_uring") == "EPERM"
+    assert set(found.values()) == {"EAFNOSUPPORT"}, found
+
+
+def test_without_bubblewrap_a_dropped_uid_still_imports_the_standard_library(monkeypatch):
+    monkeypatch.setattr(sandbox_host, "plan",
+                        lambda: sandbox_host.Plan(None, plan().root, plan().cgroups, ("test: no bubblewrap",)))
+    program = (f"import os, csv, decimal, fractions, sqlite3, numpy\nassert (os.getuid() != 0) == {plan().root}\n"
+               "print(decimal.Decimal(1) / 8, numpy.arange(3).sum())\n")  # modules the kernel had not loaded
+    outcome = run_program(program, FAST)
+    assert outcome.passed, outcome
+    with Session(FAST) as session:
+        assert session.run("import statistics\nstatistics.mean([1, 2, 3])").value == "2"
+
+
 @needs_bwrap
 def test_only_the_sandbox_is_in_its_proc():
     outcome = run_program("import os\npids = sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
@@ -183,16 +226,41 @@ def _processes_naming(marker: str) -> list[str]:
     return found
 
 
+ESCAPEES = """
+import os, subprocess, sys, time
+sleeper = [sys.executable, "-c", "import time; time.sleep(30)", MARKER]
+subprocess.Popen(sleeper, start_new_session=True)
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execv(sleeper[0], sleeper)
+    os._exit(0)
+time.sleep(1.0)
+alive = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        alive += [pid] if MARKER.encode() in open(f"/proc/{pid}/cmdline", "rb").read() else []
+    except OSError:
+        pass
+assert len(alive) == 2, alive
+"""
+
+
 @needs_bwrap
 def test_children_that_escape_by_setsid_and_double_fork_die_with_the_sandbox():
     marker = f"qwen-sandbox-escapee-{os.getpid()}"
-    program = ("import os, subprocess, time\n"
-               "subprocess.Popen(['sleep', '30', '" + marker + "'], start_new_session=True)\n"
-               "if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-               "        os.execvp('sleep', ['sleep', '31', '" + marker + "'])\n    os._exit(0)\n"
-               "time.sleep(0.3)\n")
-    assert run_program(program, FAST).passed
+    program = f"MARKER = 'qwen-sandbox-escapee-' + {str(os.getpid())!r}\n{ESCAPEES}"  # not itself a match
+    outcome = run_program(program, FAST)
+    assert outcome.passed, outcome  # both escapees were running when the program ended
+    time.sleep(0.5)
     assert _processes_naming(marker) == []
+    # the same program on the host leaves both behind (so the check above can fail)
+    assert subprocess.run([sys.executable, "-c", program], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          timeout=20).returncode == 0
+    left = _processes_naming(marker)
+    for pid in left:
+        os.kill(int(pid), 9)
+    assert len(left) == 2
 
 
 @needs_bwrap

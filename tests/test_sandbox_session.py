@@ -127,3 +127,10 @@ def test_input_file_from_a_path(tmp_path):
     image.write_bytes(PNG + b"rest")
     with Session(Limits(wall_s=5), files={"pic.png": image}) as session:
         assert session.run("open('pic.png', 'rb').read()[:4]").value == repr(PNG[:4])
+
+
+def test_a_cell_longer_than_the_file_limit_is_refused_before_it_runs():
+    with Session(Limits(wall_s=5, file_bytes=1000)) as session:
+        long = session.run("x = 1\n" + "#" * 2000)
+        assert (long.status, long.error) == ("error", "the cell is longer than the 1000-byte limit")
+        assert session.alive and session.run("'x' in dir()").value == "False"

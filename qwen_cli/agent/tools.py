@@ -10,8 +10,10 @@ the tool holds. Register a new tool in :data:`TOOLS`.
 ``python`` runs the code in one persistent :class:`~qwen_cli.sandbox.Session` (started on the
 first call, with the user's files copied in): variables, imports and files survive between
 steps. A cell past its time limit is interrupted and reported; a cell that kills the sandbox
-(memory, CPU time) is reported and the next call starts a fresh session. Images the cell writes
-and matplotlib figures it leaves open are copied out to ``out_dir`` and reported by path.
+(memory, CPU time, a broken protocol) is reported and the next call starts a fresh session. Images
+the cell writes and matplotlib figures it leaves open are copied out to ``out_dir`` and reported by
+path: at most ``MAX_IMAGES`` per call and ``limits.disk_bytes`` in all; an image that cannot be
+had (unreadable, not a regular file, over a limit) or written is a note in the observation.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from pathlib import Path
 from qwen_cli.data.react import TOOL_SPECS, ToolSpec
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_file
-from qwen_cli.sandbox import CellResult, Limits, Session
+from qwen_cli.sandbox import CellResult, Limits, SandboxError, Session
 from qwen_cli.sandbox.session import check_name
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".bmp")
+MAX_IMAGES = 20  # image files and figures copied out per call
 OBSERVATION_CHARS = 4000  # longer tool output is cut in the middle before the model reads it
 FENCE = re.compile(r"```[ \t]*(?:py|python|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 
@@ -128,6 +131,7 @@ class PythonTool(Tool):
         self.limits, self._out_dir = limits, out_dir
         self.session: Session | None = None
         self.figures = 0
+        self.image_bytes = 0  # copied out so far
 
     @property
     def out_dir(self) -> Path:
@@ -142,29 +146,51 @@ class PythonTool(Tool):
         if not code.strip():
             return Observation("Error: no code given (put the code in the Action Input)", error=True)
         restarted = self.session is not None and not self.session.alive
-        if self.session is None or restarted:
-            self.session = Session(self.limits, self.files)
+        try:
+            if self.session is None or restarted:
+                self.session = Session(self.limits, self.files)
+        except SandboxError as exc:  # no sandbox to be had: the model sees why, the episode goes on
+            return Observation(f"Error: {exc}", error=True)
         result = self.session.run(code)
-        images = self._copy_images(result) if self.session.alive else []
-        text = render_cell(result, images)
+        images, notes = self._copy_images(result) if self.session.alive else ([], [])
+        text = "\n".join([render_cell(result, images), *notes])
         if restarted:
             text = "(the previous Python session had ended; this ran in a new one: earlier variables are gone)\n" + text
         if not self.session.alive and result.status != "timeout":
             text += "\n(the Python session ended; the next call starts a new one)"
         return Observation(clip(text), images, error=not result.ok, cell=result)
 
-    def _copy_images(self, result: CellResult) -> list[str]:
-        written = []
-        for name in result.files:
-            if name.lower().endswith(IMAGE_SUFFIXES):
-                written += map(str, self.session.copy_out(self.out_dir, [name]))
-        for png in result.figures:
+    def _copy_images(self, result: CellResult) -> tuple[list[str], list[str]]:
+        """Copy the cell's image files and figures to ``out_dir``: at most ``MAX_IMAGES`` per call
+        and ``limits.disk_bytes`` over the tool's life. (paths written, notes on what was not)."""
+        written: list[str] = []
+        notes: list[str] = []
+        names = [name for name in result.files if name.lower().endswith(IMAGE_SUFFIXES)]
+        if len(names) + len(result.figures) > MAX_IMAGES:
+            notes.append(f"(only the first {MAX_IMAGES} of {len(names) + len(result.figures)} images are shown)")
+        for name in names[:MAX_IMAGES]:
+            try:
+                copied = self.session.copy_out(self.out_dir, [name], budget=self.limits.disk_bytes - self.image_bytes)
+            except SandboxError as exc:
+                notes.append(f"(image not copied: {exc})")
+                continue
+            self.image_bytes += sum(path.stat().st_size for path in copied)
+            written += map(str, copied)
+        for png in result.figures[:MAX_IMAGES - len(written)]:
+            if self.image_bytes + len(png) > self.limits.disk_bytes:
+                notes.append(f"(figure not copied: over the {self.limits.disk_bytes}-byte budget for images)")
+                break
             self.figures += 1
             target = self.out_dir / f"figure-{self.figures}.png"
-            with atomic_file(target, "wb") as handle:
-                handle.write(png)
+            try:
+                with atomic_file(target, "wb") as handle:
+                    handle.write(png)
+            except UserError as exc:
+                notes.append(f"(figure not copied: {exc})")
+                continue
+            self.image_bytes += len(png)
             written.append(str(target))
-        return written
+        return written, notes
 
     def close(self) -> None:
         if self.session is not None:

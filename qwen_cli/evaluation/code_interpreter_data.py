@@ -12,14 +12,16 @@ A visualisation query holding ``<|im_end|>`` is *easy*: after it comes a pre-fil
 CSV; the harness runs that code first and the model goes on from its output. Without one the task
 is *hard*: the model must look at the data itself before plotting.
 
-Upload files are found relative to the data file's folder: the path as written, else its base name
-under ``upload_file_clean/`` or ``upload_file/`` there (the layout of Qwen-Agent's data archive).
+Upload files are found relative to the data file's folder (the task's upload directory): the path
+as written, else its base name under ``upload_file_clean/`` or ``upload_file/`` there (the layout
+of Qwen-Agent's data archive). An absolute path, a ``..`` or a link that leads out of that folder
+is refused before any task runs, so no host file can be copied into a sandbox.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from qwen_cli.data.jsonl import read_jsonl_lines
 from qwen_cli.errors import UserError
@@ -87,10 +89,15 @@ def _files(row: dict, folder: Path, where: str) -> tuple[Path, ...]:
         raise UserError(f"{where}: 'input_file_path' must be a list of file paths")
     found = []
     for name in names:
+        if not name or PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
+            raise UserError(f"{where}: upload file {name!r} must be a relative path inside {folder} "
+                            "(no leading '/', no '..')")
         candidates = [folder / (Path(sub) / Path(name).name if sub else Path(name)) for sub in UPLOAD_DIRS]
         hit = next((c for c in candidates if c.is_file()), None)
         if hit is None:
             raise UserError(f"{where}: upload file {name!r} not found (looked for {', '.join(map(str, candidates))})")
+        if not hit.resolve().is_relative_to(folder.resolve()):
+            raise UserError(f"{where}: upload file {name!r} resolves outside {folder} (a symbolic link)")
         found.append(hit)
     return tuple(found)
 

@@ -1,5 +1,4 @@
-"""One sandbox: the kernel process (``kernel.py``) started under bubblewrap, in its own cgroup, and
-talked to over two pipes, one JSON object per line, every read and write with a deadline.
+"""One sandbox: the kernel process (``kernel.py``) started under bubblewrap, in its own cgroup.
 
 Start-up: bubblewrap builds the namespaces and mounts, reports the host PID of the sandbox's PID 1
 on ``--info-fd`` and waits on ``--block-fd``; only after that process is in the sandbox's cgroup
@@ -7,8 +6,10 @@ is it let go, so nothing the program forks can escape the caps. bubblewrap then 
 loads the seccomp filter (``--seccomp``) and runs the kernel. Where there is no bubblewrap the
 kernel runs as a plain process in a temporary directory and loads the filter itself.
 
-The other side of the pipes is untrusted once a cell has run: a reply longer than the limit, not
-JSON, or late, ends the sandbox.
+A box runs one program (``program=``: its verdict is how the process ends, read by ``close``) or
+one session: the kernel's supervisor, talked to in frames (``kernel.encode``) over two pipes,
+every read and write with a deadline. A frame over the limits, malformed, answering another
+request, or late ends the sandbox.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from qwen_cli.sandbox import host
 from qwen_cli.sandbox.cgroups import Cgroup
+from qwen_cli.sandbox.kernel import FrameError, FrameReader, body_limit, encode
 from qwen_cli.sandbox.limits import Limits, SandboxError
 from qwen_cli.sandbox.seccomp import filter_program
 from qwen_cli.sandbox.watchdog import Watchdog
@@ -42,7 +44,11 @@ class BoxTimeout(Exception):
 
 
 class BoxDied(Exception):
-    """The kernel ended, or answered something that is not a reply."""
+    """The kernel ended (``reason`` empty), or broke the protocol (``reason`` says how)."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @functools.cache
@@ -54,7 +60,7 @@ def _warn_once(weaker: tuple[str, ...]) -> None:
     if weaker and not _warned:
         _warned.append("yes")
         print("qwen sandbox: weaker isolation here: " + "; ".join(weaker)
-              + " (README: Running model-written code)", file=sys.stderr)
+              + " (docs/sandbox.md)", file=sys.stderr)
 
 
 def _user_process_count() -> int:
@@ -81,7 +87,7 @@ def _wait(fd: int, events: int, deadline: float) -> None:
 class Box:
     """A started sandbox; ``call`` sends a request and returns the reply, ``close`` ends it."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, program: str | None = None) -> None:
         self.limits = limits
         plan = host.plan()
         _warn_once(plan.weaker)
@@ -92,41 +98,53 @@ class Box:
         self.scratch: str | None = None
         self.workdir = host.WORKDIR
         self._uid_lock = None
-        self._buffer = bytearray()
+        self._requests = self._replies = self._unblock = -1
+        self._calls = 0
+        self._reader = FrameReader(body_limit(limits.file_bytes, limits.output_bytes))
         self._stderr = tempfile.TemporaryFile()
         try:
             uid = None
             if plan.root:
                 uid, self._uid_lock = host.claim_uid()
-            if plan.cgroups is not None:
-                self.cgroup = Cgroup(plan.cgroups, limits.memory_bytes, limits.processes + 1)
-            self._start(plan, uid)
-            ready = self.call(None, time.monotonic() + START_TIMEOUT_S)
+            if plan.cgroups is not None:  # bubblewrap's PID 1, the kernel (or supervisor) and what it runs
+                self.cgroup = Cgroup(plan.cgroups, limits.memory_bytes, limits.processes + 2)
+            self._start(plan, uid, program)
+            ready = self.call(None, [], time.monotonic() + START_TIMEOUT_S)[0] if program is None else {}
         except (BoxTimeout, BoxDied) as exc:
             self.close()
             raise SandboxError(f"the sandbox did not start: {self.stderr_tail() or type(exc).__name__}") from exc
         except BaseException:
             self.close()
             raise
-        if ready != {"ready": True}:
+        if program is None and ready != {"ready": True}:
             self.close()
             raise SandboxError("the sandbox did not start: unexpected greeting")
 
-    def _config(self, plan: host.Plan, uid: int | None, workdir: str, seccomp_fd: int | None) -> str:
+    def _config(self, plan: host.Plan, uid: int | None, workdir: str, fds: dict) -> str:
         lim = self.limits
-        nproc = lim.processes if plan.bwrap or plan.root else _user_process_count() + lim.processes
+        nproc = lim.processes + 1 if plan.bwrap or plan.root else _user_process_count() + lim.processes + 1
         rlimits = {"RLIMIT_CPU": [lim.cpu_s, lim.cpu_s + 1], "RLIMIT_AS": [lim.memory_bytes] * 2,
                    "RLIMIT_FSIZE": [lim.file_bytes] * 2, "RLIMIT_NPROC": [nproc] * 2, "RLIMIT_CORE": [0, 0]}
-        return json.dumps({"uid": uid, "seccomp_fd": seccomp_fd, "rlimits": rlimits, "site": host.site_dirs(),
-                           "workdir": workdir, "output_bytes": lim.output_bytes})
+        return json.dumps({"uid": uid, "rlimits": rlimits, "site": host.site_dirs(), "workdir": workdir,
+                           "output_bytes": lim.output_bytes, "file_bytes": lim.file_bytes, **fds})
 
-    def _start(self, plan: host.Plan, uid: int | None) -> None:
-        requests, self._requests = os.pipe()
-        self._replies, replies = os.pipe()
+    def _start(self, plan: host.Plan, uid: int | None, program: str | None) -> None:
         seccomp = os.memfd_create("seccomp")
         os.write(seccomp, filter_program())
         os.lseek(seccomp, 0, os.SEEK_SET)
-        passed = [requests, replies, seccomp]
+        passed = [seccomp]
+        if program is None:
+            requests, self._requests = os.pipe()
+            self._replies, replies = os.pipe()
+            passed += [requests, replies]
+            fds = {"mode": "session", "request_fd": requests, "reply_fd": replies, "program_fd": None}
+        else:
+            source = os.memfd_create("program")
+            os.write(source, program.encode("utf-8", "surrogatepass"))
+            os.lseek(source, 0, os.SEEK_SET)
+            passed.append(source)
+            fds = {"mode": "program", "request_fd": None, "reply_fd": None, "program_fd": source}
+        roots = {}
         if plan.bwrap:
             workdir, tmp = host.WORKDIR, "/tmp"
             info_read, info = os.pipe()
@@ -134,20 +152,23 @@ class Box:
             passed += [info, block]
             prefix = host.bwrap_prefix(plan.bwrap, plan.root, self.limits.disk_bytes, "--info-fd", str(info),
                                        "--block-fd", str(block), "--seccomp", str(seccomp))
-            config = self._config(plan, uid, workdir, None)
+            fds["seccomp_fd"] = None
         else:
             workdir = tmp = self.scratch = tempfile.mkdtemp(prefix="qwen-sandbox-")
             if uid is not None:
                 os.chown(workdir, uid, uid)
+                roots = {root: os.open(root, os.O_PATH | os.O_DIRECTORY) for root in host.python_roots()}
+                passed += roots.values()
             prefix = []
-            config = self._config(plan, uid, workdir, seccomp)
+            fds["seccomp_fd"] = seccomp
         self.workdir = workdir
         env = {"PATH": f"{os.path.dirname(sys.executable)}:{SAFE_PATH}", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
                "HOME": workdir, "TMPDIR": tmp, "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1",
                "PYTHONIOENCODING": "utf-8", "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{tmp}/.matplotlib",
                "XDG_CACHE_HOME": f"{tmp}/.cache",
                "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        argv = [*prefix, sys.executable, "-I", "-S", "-c", _kernel_source(), str(requests), str(replies), config]
+        config = self._config(plan, uid, workdir, {**fds, "roots": roots})
+        argv = [*prefix, sys.executable, "-I", "-S", "-c", _kernel_source(), config]
         try:
             self.proc = subprocess.Popen(argv, pass_fds=passed, env=env, cwd=workdir if not plan.bwrap else "/",
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr,
@@ -159,8 +180,9 @@ class Box:
         finally:
             for fd in passed:
                 os.close(fd)
-        os.set_blocking(self._requests, False)
-        os.set_blocking(self._replies, False)
+        for fd in (self._requests, self._replies):
+            if fd >= 0:
+                os.set_blocking(fd, False)
         if plan.bwrap:
             self._release(info_read)
         else:
@@ -185,10 +207,11 @@ class Box:
         os.close(self._unblock)
         self._unblock = -1
 
-    def call(self, request: dict | None, deadline: float) -> dict:
-        """Send ``request`` (None: only read) and return the kernel's reply."""
+    def call(self, request: dict | None, blobs: list[bytes], deadline: float) -> tuple[dict, list[bytes]]:
+        """Send ``request`` with ``blobs`` (None: only read) and return the reply's header and blobs."""
         if request is not None:
-            view = memoryview(json.dumps(request).encode() + b"\n")
+            self._calls += 1
+            view = memoryview(encode({**request, "id": self._calls}, blobs))
             while view:
                 _wait(self._requests, select.POLLOUT, deadline)
                 try:
@@ -197,27 +220,24 @@ class Box:
                     continue
                 except BrokenPipeError as exc:
                     raise BoxDied from exc
-        limit = 4 * (self.limits.file_bytes + self.limits.output_bytes) + (1 << 20)
-        while (end := self._buffer.find(b"\n")) < 0:
-            if len(self._buffer) > limit:
-                raise BoxDied
-            _wait(self._replies, select.POLLIN, deadline)
-            try:
-                chunk = os.read(self._replies, 1 << 20)
-            except BlockingIOError:
-                continue
-            if not chunk:
-                raise BoxDied
-            self._buffer += chunk
-        line = bytes(self._buffer[:end])
-        del self._buffer[: end + 1]
         try:
-            reply = json.loads(line)
-        except ValueError as exc:
-            raise BoxDied from exc
-        if not isinstance(reply, dict):
-            raise BoxDied
-        return reply
+            while (frame := self._reader.next()) is None:
+                _wait(self._replies, select.POLLIN, deadline)
+                try:
+                    chunk = os.read(self._replies, min(self._reader.want(), 1 << 20))
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    raise BoxDied
+                self._reader.feed(chunk)
+        except FrameError as exc:
+            raise BoxDied(f"the sandbox sent {exc}") from exc
+        header, data = frame
+        if "broken" in header:
+            raise BoxDied(str(header["broken"])[:300])
+        if request is not None and header.get("id") != self._calls:
+            raise BoxDied("the sandbox sent a reply to another request")
+        return header, data
 
     def kill(self) -> None:
         """End every process of the sandbox now."""

@@ -41,7 +41,7 @@ class Plan:
     bwrap: str | None  # the bubblewrap binary, None when it is missing or refused
     root: bool  # programs drop to a uid of their own
     cgroups: Hierarchy | None  # where the memory and process caps live, None: polled / rlimits only
-    weaker: tuple[str, ...]  # what falls short of the README's promise here, one clause each
+    weaker: tuple[str, ...]  # what falls short of docs/sandbox.md's promise here, one clause each
 
 
 def python_roots() -> list[str]:
@@ -130,6 +130,7 @@ def isolation() -> str:
     if p.bwrap:
         parts.append(f"bubblewrap ({'' if p.root else 'user, '}mount, pid, net, ipc, uts namespaces; host read-only, "
                      "Python only; private size-capped tmpfs work dir, /tmp, /dev/shm)")
+    parts.append("verdict from the exit status or a supervisor out of the code's reach")
     parts.append("no-new-privs + seccomp")
     if p.cgroups:
         parts.append(f"cgroup v{p.cgroups.version} memory + process cap")

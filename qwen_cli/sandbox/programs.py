@@ -1,6 +1,7 @@
-"""One-shot programs (HumanEval/MBPP completion + tests): each runs as the single cell of its own
-sandbox session, and passes when it finishes in time without an exception (``SystemExit(0)``
-included), as in the reference harness."""
+"""One-shot programs (HumanEval/MBPP completion + tests): each runs as the only process of its own
+sandbox, and passes when that process exits with status 0 in time: the host reads the exit status,
+the signal and the time itself, and nothing the program writes anywhere is taken as a verdict (a
+program decides its own exit status, ``sys.exit(0)`` or ``os._exit(0)`` included, and nothing else)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from qwen_cli.sandbox.box import Box
 from qwen_cli.sandbox.limits import Limits
-from qwen_cli.sandbox.session import Session
+from qwen_cli.sandbox.session import describe_end
 
 
 @dataclass(frozen=True)
@@ -25,17 +27,20 @@ class Outcome:
 
 
 def run_program(source: str, limits: Limits = Limits()) -> Outcome:
-    """Run one Python program in a fresh sandbox and report whether it finished cleanly in time."""
+    """Run one Python program in a fresh sandbox and report whether it exited 0 in time."""
     start = time.monotonic()
-    with Session(limits) as session:
-        result = session.run(source, timeout_s=limits.wall_s, interrupt=False)
+    box = Box(limits, program=source)
+    code, memory = box.close(wait_s=max(0.0, start + limits.wall_s - time.monotonic()))
     wall = time.monotonic() - start
-    if result.ok:
+    if code == 0 and not memory:
         return Outcome(True, "passed", "", wall)
-    if result.status == "timeout":
+    if code is None and not memory:
         return Outcome(False, "timeout", f"wall-clock limit {limits.wall_s:g}s exceeded", wall)
-    status = "failed" if result.status in ("error", "exit", "died") else result.status
-    return Outcome(False, status, result.error.splitlines()[-1] if result.error else status, wall)
+    status, reason = describe_end(code, memory, limits)
+    last = box.stderr_tail()[-300:]
+    if status == "died":
+        return Outcome(False, "failed", f"exit status {code}" + (f": {last}" if last else ""), wall)
+    return Outcome(False, status, reason, wall)
 
 
 def run_programs(sources: Sequence[str], limits: Limits = Limits(), workers: int | None = None,
