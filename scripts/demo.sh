@@ -16,11 +16,16 @@ done
 rm -rf runs/tiny
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1/6 train a 8K Qwen-style BPE vocabulary on the stdlib (digits split, Qwen specials)"
-qwen tokenize train --corpus "${CORPUS[@]}" --vocab-size 8192 --out runs/tiny/tokenizer
+step "0/6 clean the corpus (report §2.1 on datatrove: language ID, exact + MinHash dedup, filters; recipes/tiny/prepare.toml)"
+SOURCES=$(printf '"%s",' "${CORPUS[@]}")
+qwen tokenize prepare recipes/tiny/prepare.toml --out runs/tiny/clean --workers 2 \
+  --set "input.sources=[{name=\"code\", paths=[${SOURCES%,}], quality=false}]"
+
+step "1/6 train a 8K Qwen-style BPE vocabulary on the cleaned stdlib (digits split, Qwen specials)"
+qwen tokenize train --corpus runs/tiny/clean/data --vocab-size 8192 --out runs/tiny/tokenizer
 
 step "2/6 encode the corpus into shuffled uint32 shards with a validation split"
-qwen tokenize encode --tokenizer runs/tiny/tokenizer --input "${CORPUS[@]}" --out runs/tiny/shards --val-fraction 0.05
+qwen tokenize encode --tokenizer runs/tiny/tokenizer --input runs/tiny/clean/data --out runs/tiny/shards --val-fraction 0.05
 
 step "3/6 pretrain the tiny model (recipes/tiny/pretrain.toml)"
 qwen pretrain recipes/tiny/pretrain.toml --out runs/tiny/pretrain

@@ -83,11 +83,12 @@ def test_installed_wheel_holds_every_module_and_no_top_level_kernels(tmp_path):
         pytest.fail(build.stderr[-3000:])
     (wheel,) = tmp_path.glob("qwen_cli-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = {str(p.relative_to(ROOT)) for p in ROOT.joinpath("qwen_cli").rglob("*.py") if "__pycache__" not in p.parts}
+    shipped = [p for p in ROOT.joinpath("qwen_cli").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    expected = {str(p.relative_to(ROOT)) for p in shipped}  # modules and data files (word lists, task data)
     expected |= {f"qwen_cli/kernels/{p.name}" for p in ROOT.joinpath("kernels").glob("*.py")}
     assert expected <= names, sorted(expected - names)
     assert not any(name.startswith("kernels/") for name in names)
-    assert any(name.startswith("qwen_cli/evaluation/agent_data/") for name in names)
+    assert "qwen_cli/prepare/wordlists/en.txt" in names
 
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)

@@ -1,4 +1,4 @@
-"""`qwen tokenize train | encode | stats`: vocabularies, token shards and compression statistics.
+"""`qwen tokenize prepare | train | encode | stats`: clean corpora, vocabularies, token shards, compression.
 
 Multi-valued options take several values after one flag (``--input a.txt b.jsonl``) as well
 as the flag repeated (``--input a.txt --input b.jsonl``).
@@ -15,6 +15,7 @@ from rich.console import Console
 
 from qwen_cli.commands.options import greedy_command
 from qwen_cli.corpus import describe_skipped
+from qwen_cli.errors import UserError
 
 ON_ERROR_HELP = "error: stop at the first bad input (exit 2); skip: skip it and report counts"
 TEXT_UNIT_HELP = "for text files: one document per file, per blank-line paragraph, or per line"
@@ -62,6 +63,34 @@ class RichProgress:
         else:
             count = f"{done:,.0f}" + (f"/{total:,.0f}" if total else "") + f" {self._unit}"
         self._progress.update(self._task, advance=n, count=count)
+
+
+def prepare(
+    recipe: Path = typer.Argument(..., help="prepare recipe TOML (e.g. recipes/tiny/prepare.toml)"),
+    out: Path = typer.Option(..., "--out", help="output folder: data/ (JSONL for tokenize encode), removed/, manifest.json"),
+    overrides: list[str] = typer.Option([], "--set", help="override a recipe value: section.key=value (repeatable)"),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="tasks run at once (sets executor.workers)"),
+    overwrite: Overwrite = False,
+    as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
+) -> None:
+    """Clean a raw corpus as in the report's §2.1 (extraction, language ID, dedup, filters, mixing) with datatrove."""
+    try:
+        from qwen_cli.prepare.config import load
+        from qwen_cli.prepare.run import prepare as run_prepare
+    except ImportError as exc:
+        raise UserError(f"qwen tokenize prepare needs {exc.name or 'datatrove'}: pip install 'qwen-cli[prepare]'") from None
+
+    extra = [f"executor.workers={workers}"] if workers is not None else []
+    console = Console(stderr=True)
+    manifest = run_prepare(load(recipe, [*overrides, *extra]), out, overwrite=overwrite, terminal=console.is_terminal)
+    if manifest is None:
+        console.print("submitted the Slurm jobs; run the same command again when they finish to assemble "
+                      f"{out}", markup=False, soft_wrap=True)
+        return
+    removed = {r["rule"]: sum(v["docs"] for v in r["removed"].values()) for r in manifest["rules"]}
+    _report(manifest, as_json, f"wrote {out}: {manifest['output']['docs']:,} documents, "
+            f"{manifest['output']['bytes'] / 1e6:,.2f} MB (from {manifest['input']['bytes'] / 1e6:,.2f} MB); removed "
+            + ", ".join(f"{rule} {n:,}" for rule, n in removed.items() if n) + f"; manifest {out / 'manifest.json'}")
 
 
 def train(
@@ -154,9 +183,10 @@ def _report(result: dict, as_json: bool, line: str) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``qwen tokenize`` with its three subcommands to the app."""
-    sub = typer.Typer(name="tokenize", help="Train a vocabulary, encode corpora into shards, compare compression.",
-                      no_args_is_help=True)
+    """Add ``qwen tokenize`` with its four subcommands to the app."""
+    sub = typer.Typer(name="tokenize", help="Clean a corpus, train a vocabulary, encode corpora into shards, "
+                      "compare compression.", no_args_is_help=True)
+    sub.command("prepare")(prepare)
     sub.command("train", cls=greedy_command("--corpus"))(train)
     sub.command("encode", cls=greedy_command("--input"))(encode)
     sub.command("stats", cls=greedy_command("--tokenizer", "--corpus"))(stats)
