@@ -5,8 +5,8 @@ load a recipe, call one ``run()`` function. Heavy imports (torch, datasets) happ
 inside the command functions so ``qwen --help`` stays instant.
 
 Errors never show a traceback: a usage error (unknown command or option, a missing or
-invalid value) prints ``error: …`` naming the option plus a pointer to ``--help`` and exits
-2; a ``UserError`` prints ``error: …`` and exits with its code. Messages are printed
+invalid value) prints one line, ``error: …`` naming the option and ending with a pointer to
+``--help`` (click would print it on a second line), and exits 2; a ``UserError`` prints ``error: …`` and exits with its code. Messages are printed
 literally, never read as rich markup (they often hold user paths).
 """
 
@@ -51,21 +51,19 @@ def _print_error(console: Console, message: str) -> None:
 
 
 def _usage_error(console: Console, exc: typer.TyperException) -> None:
-    """Typer's parsing errors: the message (it names the option), then where to find help."""
-    message = exc.format_message()
+    """Typer's parsing errors on one line: the message (it names the option), then where to find help."""
+    message = " ".join(exc.format_message().split())
     if not message:  # ``qwen`` or ``qwen tokenize`` alone: typer has printed the help instead
         return
-    _print_error(console, message)
-    ctx = getattr(exc, "ctx", None)
-    if ctx is not None:
-        console.print(Text(f"Try '{ctx.command_path} --help' for help."))
+    ctx = getattr(exc, "ctx", None)  # None for some option errors: then the top-level help
+    _print_error(console, f"{message} (see '{ctx.command_path if ctx is not None else app.info.name} --help')")
 
 
 def main() -> None:
     """Console-script entry point: runs the app and turns errors into one-line messages."""
     stderr = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        result = app(standalone_mode=False)
+        result = app(standalone_mode=False, prog_name="qwen")
     except typer.TyperException as exc:  # every error typer raises while parsing the command line
         _usage_error(stderr, exc)
         sys.exit(exc.exit_code)

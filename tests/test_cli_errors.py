@@ -1,7 +1,8 @@
 """Usage errors and user text on the command line: exit 2, a short message, never a traceback or markup.
 
 Every subcommand is run as a real ``qwen`` process with an unknown flag, a value of the wrong type
-and a missing argument; each must exit 2 with at most three lines on stderr naming the culprit.
+and a missing argument; each must exit 2 with exactly one line on stderr naming the culprit and
+pointing to ``--help``.
 Error messages and chat command echoes hold user text (paths, prompts) and are printed literally:
 ``[/]`` or ``[bold]`` in them is neither a crash nor formatting.
 """
@@ -77,8 +78,9 @@ def assert_usage_error(proc: subprocess.CompletedProcess, culprit: str) -> None:
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert 1 <= len(lines) <= 3, proc.stderr
+    assert len(lines) == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert lines[0].startswith("error: ") and culprit.lower() in lines[0].lower(), proc.stderr
+    assert lines[0].endswith(" --help')"), proc.stderr
 
 
 @pytest.mark.parametrize(("args", "culprit"), USAGE_ERRORS, ids=[" ".join(a) for a, _ in USAGE_ERRORS])

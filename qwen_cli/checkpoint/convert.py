@@ -17,6 +17,12 @@ template; a vocabulary with Qwen's layout is also written in our format. A forei
 (any other ``tokenizer.json``) is kept as released, after checking it fits the embedding. ``recipe.toml`` and a
 source ``generation_config.json`` are copied as they are. Nothing is written until the whole
 input has been checked, and the output appears atomically.
+
+Model files are untrusted input: the chat template (a directory's or a GGUF's) is rendered once,
+under its time and memory budget (``tokenizer.chat_jinja``), and refused when it fails; bos/eos/pad
+ids must be rows of the embedding; a weight holding NaN or Inf is refused (naming the tensor) unless
+``allow_nonfinite`` — that check runs as each tensor streams into the temporary output, which is
+removed on refusal, so nothing is written either way.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from qwen_cli.checkpoint.files import (
     verify_checksums,
     write_checksums,
 )
-from qwen_cli.checkpoint.model_dir import read_config_json
+from qwen_cli.checkpoint.model_dir import check_vocabulary, read_config_json
 from qwen_cli.checkpoint.streaming import DTYPES, WeightReader, check_plan, source_dtype, write_plan
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_dir
@@ -46,6 +52,7 @@ from qwen_cli.interop import FAMILIES, gguf_file, gguf_tokenizer, llama, qwen1, 
 from qwen_cli.interop.adapter import TensorRef
 from qwen_cli.model import ModelConfig
 from qwen_cli.tokenizer import Tokenizer, load_tokenizer
+from qwen_cli.tokenizer.chat_jinja import check_template
 from qwen_cli.tokenizer.core import CONFIG_FILE as TOKENIZER_CONFIG_FILE
 from qwen_cli.tokenizer.protocol import TextTokenizer
 
@@ -144,6 +151,15 @@ def open_source(src: Path, source_format: str) -> Source:
     return Source(fmt, WeightReader(src), config, family.plan(config), family.ignorable(config), hf)
 
 
+def check_checkpoint(src: Path) -> None:
+    """A model directory's config, checksums, tokenizer size and tensor names and shapes, checked without
+    loading the weights: what loading it would refuse, found before a long run starts."""
+    source = open_source(src, "auto")
+    with source.reader as reader:
+        check_plan(reader, source.plan, source.config, source.ignorable)
+    check_vocabulary(src, source.config)
+
+
 def _check_size(size: int, config: ModelConfig, where: Path) -> None:
     if size > config.vocab_size:
         raise UserError(f"{where}: the tokenizer has {size} tokens, more than the model's {config.vocab_size} "
@@ -151,14 +167,49 @@ def _check_size(size: int, config: ModelConfig, where: Path) -> None:
 
 
 def _check_tokenizer(source: Source, src: Path) -> TextTokenizer | None:
-    """The source's tokenizer (None for a GGUF: built from its metadata), checked to fit the embedding."""
+    """The source's tokenizer (None for a GGUF: built from its metadata), checked to fit the embedding,
+    its chat template rendered once and its special ids checked."""
     if source.fmt == "gguf":
         tok = gguf_tokenizer.build_tokenizer(source.reader.metadata, src)
         _check_size(tok.get_vocab_size(with_added_tokens=True), source.config, src)
+        meta = source.reader.metadata
+        if meta.get("tokenizer.chat_template"):
+            check_template(meta["tokenizer.chat_template"], gguf_tokenizer.special_tokens(meta),
+                           f"{src} (metadata tokenizer.chat_template)")
+        _check_special_ids(source, None, src)
         return None
     tokenizer = load_tokenizer(src)
     _check_size(tokenizer.vocab_size, source.config, src / CONFIG_FILE)
+    if tokenizer.chat_template:
+        check_template(tokenizer.chat_template, tokenizer.template_tokens, tokenizer.source)
+    _check_special_ids(source, tokenizer, src / CONFIG_FILE)
     return tokenizer
+
+
+def _check_special_ids(source: Source, tokenizer: TextTokenizer | None, where: Path) -> None:
+    """bos/eos/pad ids of the output must be integers naming rows of the embedding."""
+    for key, value in _special_ids(source, tokenizer).items():
+        ids = value if isinstance(value, list) else [value]
+        if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < source.config.vocab_size for i in ids):
+            raise UserError(f"{where}: {key} {value!r} is not a token id of the model "
+                            f"(0 to {source.config.vocab_size - 1})")
+
+
+class _FiniteReader:
+    """``reader`` whose ``read`` refuses a tensor holding NaN or Inf (naming file and tensor)."""
+
+    def __init__(self, reader: WeightReader | gguf_file.Reader) -> None:
+        self.reader = reader
+
+    def __getattr__(self, name: str):
+        return getattr(self.reader, name)
+
+    def read(self, ref: TensorRef) -> torch.Tensor:
+        tensor = self.reader.read(ref)
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{self.reader.file(ref.name)}: tensor {ref.name} holds NaN or Inf values "
+                            "(pass --allow-nonfinite to convert it anyway)")
+        return tensor
 
 
 def _qwen_layout(tokenizer: TextTokenizer | None) -> bool:
@@ -209,8 +260,10 @@ def convert(
     overwrite: bool = False,
     on_start: Callable[[int], None] | None = None,
     on_tensor: Callable[[str], None] | None = None,
+    allow_nonfinite: bool = False,
 ) -> ConvertResult:
-    """Check ``src`` completely, then write the converted checkpoint at ``dst`` atomically."""
+    """Check ``src`` completely, then write the converted checkpoint at ``dst`` atomically (weights with
+    NaN/Inf are refused unless ``allow_nonfinite``)."""
     src, dst = Path(src), Path(dst)
     if source_format not in SOURCES:
         raise UserError(f"--from {source_format!r}: expected one of {', '.join(SOURCES)}")
@@ -234,7 +287,8 @@ def convert(
         with atomic_dir(dst) as tmp:
             hf_config = {**qwen2.config_to_hf(config, out_dtype), **_special_ids(source, tokenizer)}
             (tmp / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2))
-            write_plan(reader, plan, tmp, out_dtype, shard_bytes, on_tensor)
+            write_plan(reader if allow_nonfinite else _FiniteReader(reader), plan, tmp, out_dtype, shard_bytes,
+                       on_tensor)
             write_tokenizer(source, src, tmp, tokenizer)
             for name in (RECIPE_FILE, qwen2.GENERATION_CONFIG_FILE):  # kept as they are when present
                 if src.is_dir() and (src / name).is_file():

@@ -34,6 +34,8 @@ def convert(
     dtype: str = typer.Option("auto", "--dtype", help="auto (keep the source's) | fp32 | bf16 | fp16"),
     shard_size: str = typer.Option("5GiB", "--shard-size", help="split weights into shards above this size"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace DST if it exists"),
+    allow_nonfinite: bool = typer.Option(False, "--allow-nonfinite", help="convert weights holding NaN or Inf "
+                                         "(refused by default)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
 ) -> None:
     """Convert a Qwen (v1), Qwen2-family, Llama/Mistral, GGUF or qwen_cli checkpoint into a qwen_cli / Hugging Face directory."""
@@ -53,7 +55,8 @@ def convert(
 
     try:
         result = run(src, dst, source, target, dtype, shard_bytes, overwrite,
-                     on_start=on_start, on_tensor=lambda name: progress.advance(task))
+                     on_start=on_start, on_tensor=lambda name: progress.advance(task),
+                     allow_nonfinite=allow_nonfinite)
     finally:
         if progress.live.is_started:
             progress.stop()

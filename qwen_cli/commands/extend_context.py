@@ -28,11 +28,11 @@ def register(app: typer.Typer) -> None:
                                                      "checkpoint's recipe data.seq_len)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it exists."),
         corpus: list[str] = typer.Option([], "--corpus", help="Run the perplexity sweep on these files/dirs (several may follow one flag)."),
-        lengths: str = typer.Option("", "--lengths", help="Comma list of lengths (default: T·2^k up to 16·T)."),
+        lengths: str | None = typer.Option(None, "--lengths", help="Comma list of lengths (default: T·2^k up to 16·T)."),
         methods: str = typer.Option(",".join(("plain", "ntk", "ntk+logn", "ntk+logn+window", "ntk-continuous+logn")),
                                     "--methods", help="Sweep rows: plain, ntk, ntk+logn, ntk+logn+window, "
                                                       "ntk-continuous+logn."),
-        windows: str = typer.Option("", "--windows", help="Schedules for ntk+logn+window rows, ';'-separated "
+        windows: str | None = typer.Option(None, "--windows", help="Schedules for ntk+logn+window rows, ';'-separated "
                                                           "(default: T in a quarter/half/three quarters of the "
                                                           "layers, 2T in half)."),
         tokens: int = typer.Option(16384, "--tokens", min=1, help="Tokens evaluated per length."),

@@ -17,10 +17,10 @@ user turn to a final assistant turn. Without a system message the default
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
+from qwen_cli.data.jsonl import loads_line
 from qwen_cli.data.react import from_react
 from qwen_cli.errors import UserError
 
@@ -118,7 +118,7 @@ def read_chat_jsonl(path: str | Path, on_bad: Literal["error", "skip"] = "error"
                 if not line.strip():
                     continue
                 try:
-                    conversations.append(to_messages(json.loads(line)))
+                    conversations.append(to_messages(loads_line(line)))
                 except (ValueError, KeyError) as exc:
                     if on_bad == "error":
                         reason = exc.args[0] if isinstance(exc, ValueError) else f"missing key {exc}"

@@ -21,8 +21,7 @@ from collections.abc import Sequence
 
 from qwen_cli.data.chat_format import Message
 from qwen_cli.data.chat_template import DEFAULT_SYSTEM, ChatTemplate
-from qwen_cli.errors import UserError
-from qwen_cli.tokenizer.chat_jinja import render_chat
+from qwen_cli.tokenizer.chat_jinja import TemplateRefused, render_chat
 
 PROBE = "qwen-cli probe reply"
 
@@ -74,12 +73,13 @@ class JinjaChatTemplate:
         return ids
 
     def _end_of_turn(self) -> list[int]:
-        """The special token the template writes right after an assistant reply (none if it raises)."""
+        """The special token the template writes right after an assistant reply (none if it refuses both
+        probes; a template that does not parse or runs past its budget is an error here, at load)."""
         for head in ([], [{"role": "system", "content": DEFAULT_SYSTEM}]):
             exchange = [*head, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": PROBE}]
             try:
                 text = self.text(exchange, add_generation_prompt=False)
-            except UserError:
+            except TemplateRefused:
                 continue
             after = text[text.find(PROBE) + len(PROBE):] if PROBE in text else ""
             ids = self.tokenizer.encode_with_specials(after, self.specials)[:1]

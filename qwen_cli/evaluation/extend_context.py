@@ -1,4 +1,7 @@
-"""What `qwen extend-context` runs: write a checkpoint with the techniques on, and/or the perplexity sweep."""
+"""What `qwen extend-context` runs: write a checkpoint with the techniques on, and/or the perplexity sweep.
+
+Every option is checked (lengths, windows, T and the new window within ``MAX_CONTEXT``, no empty
+list) before the model is loaded or anything is written."""
 
 from __future__ import annotations
 
@@ -13,7 +16,11 @@ from rich.table import Table
 from qwen_cli.checkpoint.model_dir import copy_with_config, load, read_config
 from qwen_cli.errors import UserError
 from qwen_cli.evaluation.long_context import (
+    MAX_CONTEXT,
+    Method,
+    check_context,
     default_schedules,
+    option_list,
     parse_window_spec,
     plot_sweep,
     read_documents,
@@ -26,25 +33,30 @@ from qwen_cli.interop.qwen2 import hf_limitations
 from qwen_cli.model.config import ROPE_NTK
 
 
-def parse_lengths(text: str, trained: int) -> list[int]:
-    """``--lengths 256,512`` or, when empty, T, 2T, 4T, 8T, 16T."""
-    if not text.strip():
-        return [trained * 2**k for k in range(5)]
+def parse_lengths(text: str | None, trained: int) -> list[int]:
+    """``--lengths 256,512`` or, when not given, T, 2T, 4T, 8T, 16T (those up to ``MAX_CONTEXT``)."""
+    if text is None:
+        return [trained * 2**k for k in range(5) if trained * 2**k <= MAX_CONTEXT]
     try:
-        lengths = [int(part) for part in text.split(",")]
+        lengths = [int(part) for part in option_list("--lengths", text)]
     except ValueError:
         raise UserError(f"--lengths {text!r}: expected a comma list of token counts") from None
     if any(length < 2 for length in lengths):
         raise UserError(f"--lengths {text!r}: every length must be at least 2")
-    return sorted(set(lengths))
+    return sorted({check_context("--lengths", length, repr(text)) for length in lengths})
 
 
-def write_extended(checkpoint: Path, out: Path, max_length: int | None, ntk: str, logn: bool, window: str,
-                   trained: int, overwrite: bool, console: Console) -> None:
+def sweep_rows(methods: str, windows: str | None, layers: int, trained: int) -> list[Method]:
+    """The sweep's rows from ``--methods`` and ``--windows`` (default schedules when not given)."""
+    schedules = default_schedules(layers) if windows is None else option_list("--windows", windows, ";")
+    return sweep_methods(option_list("--methods", methods), schedules, layers, trained)
+
+
+def write_extended(checkpoint: Path, out: Path, max_length: int | None, ntk: str, logn: bool,
+                   layer_windows: list[int], trained: int, overwrite: bool, console: Console) -> None:
     """Copy ``checkpoint`` to ``out`` with the context-extension settings in its config."""
     config = read_config(checkpoint)
-    extended = replace(config, rope_ntk=ntk, logn_attn=logn, train_length=trained,
-                       layer_windows=parse_window_spec(window, config.num_layers, trained),
+    extended = replace(config, rope_ntk=ntk, logn_attn=logn, train_length=trained, layer_windows=layer_windows,
                        max_position_embeddings=max_length or config.max_position_embeddings)
     copy_with_config(checkpoint, out, extended, overwrite)
     console.print(f"wrote {out}: rope_ntk={ntk}, logn_attn={logn}, layer_windows={extended.layer_windows or 'full'}, "
@@ -64,13 +76,9 @@ def render(result: dict, console: Console) -> None:
     console.print(table)
 
 
-def sweep(checkpoint: Path, corpus: list[str], lengths: str, methods: str, windows: str, tokens: int,
+def sweep(checkpoint: Path, corpus: list[str], lengths_list: list[int], rows: list[Method], tokens: int,
           trained: int, console: Console) -> dict:
     model, tokenizer = load(checkpoint)
-    layers = model.config.num_layers
-    schedules = [s for s in windows.split(";") if s.strip()] or default_schedules(layers)
-    rows = sweep_methods([m.strip() for m in methods.split(",") if m.strip()], schedules, layers, trained)
-    lengths_list = parse_lengths(lengths, trained)
     documents = read_documents(corpus, tokenizer)
     with Progress(TextColumn("perplexity sweep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as progress:
@@ -79,20 +87,29 @@ def sweep(checkpoint: Path, corpus: list[str], lengths: str, methods: str, windo
 
 
 def run(checkpoint: Path, out: Path | None, max_length: int | None, ntk: str, logn: bool, window: str,
-        train_length: int | None, overwrite: bool, corpus: list[str], lengths: str, methods: str, windows: str,
-        tokens: int, plot: Path | None, as_json: bool) -> None:
-    """The command: at least one of ``out`` (write) and ``corpus`` (sweep)."""
+        train_length: int | None, overwrite: bool, corpus: list[str], lengths: str | None, methods: str,
+        windows: str | None, tokens: int, plot: Path | None, as_json: bool) -> None:
+    """The command: at least one of ``out`` (write) and ``corpus`` (sweep); ``lengths``/``windows`` None
+    for their defaults. Every option is checked before the model is loaded or anything is written."""
     if out is None and not corpus:
         raise UserError("nothing to do: give --out DST (write an extended checkpoint) and/or --corpus PATH (sweep)")
     if ntk not in ROPE_NTK:
         raise UserError(f"--ntk {ntk!r}: expected one of {', '.join(ROPE_NTK)}")
+    if max_length is not None:
+        check_context("--max-length", max_length)
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    trained = train_length or trained_length(checkpoint, read_config(checkpoint))
+    config = read_config(checkpoint)
+    trained = check_context("--train-length" if train_length else f"{checkpoint}: training length",
+                            train_length or trained_length(checkpoint, config))
+    layer_windows = parse_window_spec(window, config.num_layers, trained)
+    if corpus:
+        rows = sweep_rows(methods, windows, config.num_layers, trained)
+        lengths_list = parse_lengths(lengths, trained)
     if out is not None:
-        write_extended(checkpoint, out, max_length, ntk, logn, window, trained, overwrite, console)
+        write_extended(checkpoint, out, max_length, ntk, logn, layer_windows, trained, overwrite, console)
     if not corpus:
         return
-    result = sweep(checkpoint, corpus, lengths, methods, windows, tokens, trained, console)
+    result = sweep(checkpoint, corpus, lengths_list, rows, tokens, trained, console)
     if plot is not None:
         with atomic_file(plot, "wb") as handle:
             plot_sweep(result, handle)

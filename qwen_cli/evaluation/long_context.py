@@ -13,6 +13,9 @@ comma list with one window per layer (0 = full); W may be a token count or a mul
 (``T``, ``2T``, ``0.5T``). Perplexity at length L is measured on chunks of exactly L tokens cut
 from documents at least L long, with the same number of tokens per length where the corpus
 allows (``tokens_per_length``).
+
+Every length, window and T is a whole number of tokens up to :data:`MAX_CONTEXT` (checked by
+:func:`check_context` before any model is loaded or written), and option lists may not be empty.
 """
 
 from __future__ import annotations
@@ -34,6 +37,24 @@ REPORT_METHODS = ("plain", "ntk", "ntk+logn", "ntk+logn+window")
 EXTRA_METHODS = ("ntk-continuous+logn",)
 METHODS = REPORT_METHODS + EXTRA_METHODS
 _WINDOW = re.compile(r"^(\d+(?:\.\d+)?)?(T)?$")
+MAX_CONTEXT = 1 << 20  # tokens: the longest length, window or T any option may name
+
+
+def check_context(option: str, tokens: int, text: str | None = None) -> int:
+    """``tokens`` if it is within 0..MAX_CONTEXT, else a UserError naming ``option`` and the value as
+    given (``text``, default: ``tokens``)."""
+    if not 0 <= tokens <= MAX_CONTEXT:
+        raise UserError(f"{option} {tokens if text is None else text}: {tokens:,} tokens is outside "
+                        f"0 to {MAX_CONTEXT:,}")
+    return tokens
+
+
+def option_list(option: str, text: str, sep: str = ",") -> list[str]:
+    """The ``sep``-separated items of ``text``; an option given with no item is a UserError."""
+    items = [item.strip() for item in text.split(sep) if item.strip()]
+    if not items:
+        raise UserError(f"{option} {text!r}: empty; give at least one item or leave the option out")
+    return items
 
 
 def window_size(token: str, trained: int) -> int:
@@ -45,7 +66,7 @@ def window_size(token: str, trained: int) -> int:
     size = number * trained if match.group(2) else number
     if size != int(size) or size < 0:
         raise UserError(f"--window {token!r}: not a whole number of tokens ({size})")
-    return int(size)
+    return check_context("--window", int(size), repr(token))
 
 
 def parse_window_spec(spec: str, num_layers: int, trained: int) -> list[int]:

@@ -10,6 +10,10 @@ Pre-tokenizers follow llama.cpp's ``llama-vocab.cpp`` for each ``pre`` name: GPT
 ``default``/``gpt2``; ``smollm`` splits every digit first (``\\p{N}``), then GPT-2's rule, as
 SmolLM's own ``tokenizer.json`` does (``Digits(individual_digits)`` + ``ByteLevel``); Llama-3 and
 Qwen2 use their regexes. Any other ``pre`` is refused rather than tokenised by a wrong rule.
+
+The metadata is untrusted: tokens must be strings, merges ``"left right"`` pairs of tokens, the
+special ids (bos, eos, eot, eom, padding, unknown) indices into the token list and the chat template
+a string, else a one-line ``UserError`` naming the key.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ _QWEN2 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
 _SPLITS = {"llama3": _LLAMA3, "llama-v3": _LLAMA3, "llama-bpe": _LLAMA3, "qwen2": _QWEN2}
 _GPT2_RULE = ("default", "gpt2", "gpt-2")
 CONTROL, USER_DEFINED = 3, 4
+ID_KEYS = ("bos_token_id", "eos_token_id", "eot_token_id", "eom_token_id", "padding_token_id", "unknown_token_id")
 
 
 def _byte_alphabet() -> dict[int, str]:
@@ -56,6 +61,28 @@ def _pre_tokenizer(pre: str, path: Path):
     raise UserError(f"{path}: metadata tokenizer.ggml.pre {pre!r} is not a known split rule ({', '.join(known)})")
 
 
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_metadata(meta: dict, path: Path) -> None:
+    """Types and ranges of the tokenizer metadata (see the module docstring)."""
+    tokens, merges = meta["tokenizer.ggml.tokens"], meta["tokenizer.ggml.merges"]
+    for key, values in (("tokens", tokens), ("merges", merges)):
+        if not isinstance(values, list) or not all(isinstance(value, str) for value in values):
+            raise UserError(f"{path}: metadata tokenizer.ggml.{key} is not a list of strings")
+    for key in ID_KEYS:
+        index = meta.get(f"tokenizer.ggml.{key}")
+        if index is not None and not (isinstance(index, int) and not isinstance(index, bool)
+                                      and 0 <= index < len(tokens)):
+            raise UserError(f"{path}: metadata tokenizer.ggml.{key} {_short(index)} is not an index into "
+                            f"tokenizer.ggml.tokens ({len(tokens)} tokens)")
+    template = meta.get("tokenizer.chat_template")
+    if template is not None and not isinstance(template, str):
+        raise UserError(f"{path}: metadata tokenizer.chat_template is not a string")
+
+
 def build_tokenizer(meta: dict, path: Path) -> Tokenizer:
     """The byte-level BPE tokenizer the metadata describes (what ``transformers`` would tokenise with)."""
     kind = meta.get("tokenizer.ggml.model")
@@ -64,13 +91,18 @@ def build_tokenizer(meta: dict, path: Path) -> Tokenizer:
     tokens, merges = meta.get("tokenizer.ggml.tokens"), meta.get("tokenizer.ggml.merges")
     if not tokens or merges is None:
         raise UserError(f"{path}: metadata tokenizer.ggml.tokens / tokenizer.ggml.merges missing")
+    _check_metadata(meta, path)
     spelling = _byte_alphabet()
     alphabet = set(spelling.values())
     vocab = {token if set(token) <= alphabet else "".join(spelling[b] for b in token.encode()): index
              for index, token in enumerate(tokens)}
     if len(vocab) != len(tokens):
         raise UserError(f"{path}: metadata tokenizer.ggml.tokens has duplicate tokens")
-    pairs = [tuple(merge.split(" ", 1)) for merge in merges]
+    pairs = [tuple(merge.split(" ")) for merge in merges]
+    for index, pair in enumerate(pairs):
+        if len(pair) != 2 or not all(part in vocab for part in pair):
+            raise UserError(f"{path}: metadata tokenizer.ggml.merges[{index}] {_short(merges[index])} is not "
+                            "two tokens of tokenizer.ggml.tokens separated by one space")
     tok = Tokenizer(models.BPE(vocab=vocab, merges=pairs, fuse_unk=False))
     tok.pre_tokenizer = _pre_tokenizer(meta.get("tokenizer.ggml.pre", "default"), path)
     tok.decoder = decoders.ByteLevel()
@@ -91,9 +123,8 @@ def build_tokenizer(meta: dict, path: Path) -> Tokenizer:
     return tok
 
 
-def tokenizer_files(meta: dict, path: Path) -> dict[str, bytes]:
-    """File name -> content of the Hugging Face tokenizer files (and generation config) for the GGUF."""
-    tok = build_tokenizer(meta, path)
+def special_tokens(meta: dict) -> dict[str, str]:
+    """``bos_token``, ``eos_token``, ``unk_token``, ``pad_token``: the strings of the metadata's special ids."""
     tokens = meta["tokenizer.ggml.tokens"]
 
     def token(key: str) -> str | None:
@@ -102,7 +133,13 @@ def tokenizer_files(meta: dict, path: Path) -> dict[str, bytes]:
 
     specials = {name: token(key) for name, key in (("bos_token", "bos_token_id"), ("eos_token", "eos_token_id"),
                                                    ("unk_token", "unknown_token_id"), ("pad_token", "padding_token_id"))}
-    specials = {name: value for name, value in specials.items() if value is not None}
+    return {name: value for name, value in specials.items() if value is not None}
+
+
+def tokenizer_files(meta: dict, path: Path) -> dict[str, bytes]:
+    """File name -> content of the Hugging Face tokenizer files (and generation config) for the GGUF."""
+    tok = build_tokenizer(meta, path)
+    specials = special_tokens(meta)
     config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
               "add_bos_token": bool(meta.get("tokenizer.ggml.add_bos_token", False)),
               "add_eos_token": bool(meta.get("tokenizer.ggml.add_eos_token", False)),

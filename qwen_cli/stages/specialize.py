@@ -26,6 +26,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from qwen_cli.checkpoint.convert import check_checkpoint
 from qwen_cli.checkpoint.model_dir import copy_with_config, read_config
 from qwen_cli.errors import UserError
 from qwen_cli.evaluation.registry import read_jsonl
@@ -138,6 +139,7 @@ def specialize(kind: str, recipe_path: Path, overrides: list[str], out: Path | N
     run_dir = out if out is not None else Path("runs") / recipe_path.resolve().parent.name / kind
     run = plan(recipe_path, kind, overrides, run_dir)  # every recipe error before anything is touched
     _check_inputs(run)
+    check_checkpoint(run.stages[0].source)  # the base's weights, before the data is built
     _check_run_dir(run_dir, resume, overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
     built = specialize_data.build(run.top, run_dir / DATA, console)
