@@ -5,8 +5,10 @@ vocabulary 151,936, sequence 2048, micro batch 8); ``--quick`` keeps the widths 
 runs 2 layers on 2 sequences of 512 tokens. One training step = forward, backward and a fused AdamW
 step, with fp32 master weights under bf16 autocast (as ``qwen pretrain`` trains). In the same run:
 
-* ours with every fused op (``[model] kernels = "triton"``, flash-attn when installed), then each op
-  switched back to its plain-torch reference on its own (the ablation), and all of them at once;
+* ours as a recipe runs it (``[model] kernels = "auto"``: Triton kernels eager, inductor's fusion of the
+  references under compile), with every fused op (``kernels = "triton"``, flash-attn when installed),
+  then each op switched back to its plain-torch reference on its own (the ablation), and all of them at
+  once; the ablation only compiled (what the trainer runs), eager only all vs none;
 * transformers' ``Qwen2ForCausalLM`` with the same config (flash-attention-2 when installed, else sdpa);
 * each of the above eager and under ``torch.compile`` (ours compiles each block).
 
@@ -109,13 +111,15 @@ def reference_op(name: str | None) -> Iterator[None]:
         setattr(decoder, name, original)
 
 
-def our_runs(config, batch: int, seq: int, device: torch.device) -> dict[str, Callable[[], None]]:
-    """Training steps of one QwenModel under every (ablation, compile) setting."""
+def our_runs(config, batch: int, seq: int, device: torch.device, ablation: str = "full") -> dict[str, Callable[[], None]]:
+    """Training steps of one QwenModel under every (ablation, compile) setting; ``ablation = "short"`` keeps
+    auto, all fused ops and none (each compile of another setting costs tens of seconds at the 1.8B shapes)."""
     from qwen_cli.kernels.cross_entropy import linear_cross_entropy
     from qwen_cli.model import QwenModel
 
     torch.manual_seed(0)
-    model = QwenModel(dataclasses.replace(config, kernels="triton")).to(device).train()
+    with device:  # initialised where it trains (1.8B parameters take a while on a CPU)
+        model = QwenModel(dataclasses.replace(config, kernels="triton")).train()
     layers = {False: model.layers, True: torch.nn.ModuleList(torch.compile(block) for block in model.layers)}
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), fused=True)
     ids = torch.randint(0, config.vocab_size, (batch, seq + 1), device=device)
@@ -124,7 +128,8 @@ def our_runs(config, batch: int, seq: int, device: torch.device) -> dict[str, Ca
         def run() -> None:
             model.config.kernels, model.config.attention_backend = kernels, attention
             model.layers = layers[compiled]  # the same blocks (and parameters), compiled or not
-            with reference_op(off), torch.autocast(device.type, dtype=torch.bfloat16):
+            # the loss is not called from the decoder: its ablation is the backend argument below
+            with reference_op(off if off in OPS else None), torch.autocast(device.type, dtype=torch.bfloat16):
                 hidden = model.hidden_states(ids[:, :-1])
                 loss, n = linear_cross_entropy(hidden, model.lm_head.weight, ids[:, 1:],
                                                backend="torch" if off == "cross_entropy" else kernels)
@@ -133,11 +138,16 @@ def our_runs(config, batch: int, seq: int, device: torch.device) -> dict[str, Ca
             optimizer.zero_grad(set_to_none=True)
         return run
 
-    ablation = [("all fused ops", "triton", "auto", None),
+    settings = [("auto", "auto", "auto", None),  # what a recipe gets: Triton eager, inductor's own under compile
+                ("all fused ops", "triton", "auto", None),
                 *[(f"- {op}", "triton", "auto", op) for op in (*OPS, "cross_entropy")],
                 ("- flash-attn (sdpa)", "triton", "sdpa", None), ("no fused ops (torch, sdpa)", "torch", "sdpa", None)]
+    if ablation == "short":
+        settings = [setting for setting in settings if setting[3] is None and setting[2] == "auto" or setting[1] == "torch"]
+    # eager: only all vs none (the ablation is about what the compiled trainer runs)
     return {f"ours {label}{' +compile' if compiled else ''}": step(kernels, attention, off, compiled)
-            for compiled in (False, True) for label, kernels, attention, off in ablation}
+            for compiled in (False, True) for label, kernels, attention, off in settings
+            if compiled or kernels != "auto" and (off is None and attention == "auto" or kernels == "torch")}
 
 
 def their_runs(config, batch: int, seq: int, device: torch.device) -> dict[str, Callable[[], None]]:
@@ -154,7 +164,8 @@ def their_runs(config, batch: int, seq: int, device: torch.device) -> dict[str, 
                             rms_norm_eps=config.rms_norm_eps, tie_word_embeddings=False, use_cache=False,
                             attn_implementation=attn)
     torch.manual_seed(0)
-    model = Qwen2ForCausalLM(hf_config).to(device).train()
+    with device:
+        model = Qwen2ForCausalLM(hf_config).train()
     compiled = torch.compile(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.95), fused=True)
     ids = torch.randint(0, config.vocab_size, (batch, seq), device=device)
@@ -206,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=0, help="micro batch (default: the recipe's)")
     parser.add_argument("--peak-tflops", type=float, default=0.0, help="bf16 dense peak when the GPU is not known")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--ablation", choices=("full", "short"), default="full",
+                        help="short: only auto, all fused ops and none compiled (each setting compiles anew)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_gpu: no CUDA device here (torch.cuda.is_available() is False); run it on a machine with an "
@@ -220,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = ("--peak-tflops", args.peak_tflops * 1e12) if args.peak_tflops else datasheet_peak(name)
     config, batch, seq = shapes(args.quick)
     batch = args.batch or batch
-    runs = {**our_runs(config, batch, seq, device), **their_runs(config, batch, seq, device)}
+    runs = {**our_runs(config, batch, seq, device, args.ablation), **their_runs(config, batch, seq, device)}
     peaks: dict[str, list[float]] = {n: [] for n in runs}
     errors: dict[str, str] = {}
     timed = {}
@@ -253,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if not peak:
         print("MFU needs the GPU's peak: pass --peak-tflops (bf16 dense, from its datasheet)")
     if args.json:
-        args.json.write_text(json.dumps({"device": name, "peak_flops": peak[1] if peak else None,
+        args.json.write_text(json.dumps({"device": name, "quick": args.quick, "peak_flops": peak[1] if peak else None,
                                          "rows": rows}, indent=1))
     return 0
 

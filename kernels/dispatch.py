@@ -1,7 +1,11 @@
 """Which implementation of a fused op runs: the Triton kernel or its plain-torch reference.
 
 ``backend`` is the model's ``kernels`` key (``[model] kernels`` in a recipe):
-  ``auto``   — Triton on CUDA tensors when the ``triton`` package is installed, else plain torch;
+  ``auto``   — Triton on CUDA tensors when the ``triton`` package is installed, else plain torch; and
+               plain torch inside ``torch.compile`` (``train.compile``, the compiled decode step), where
+               inductor fuses the reference with its neighbours (the residual add before a norm, the
+               projections around rotary and SwiGLU), which an opaque Triton call would prevent; the
+               GPU ablation (``bench/bench_gpu.py``: "auto +compile" vs "all fused ops +compile") measures it;
   ``triton`` — always Triton: on CUDA, or on CPU under ``TRITON_INTERPRET=1`` (Triton's interpreter,
                which the tests use; slow, for checking only);
   ``torch``  — always the plain-torch reference.
@@ -33,7 +37,7 @@ def use_triton(backend: str, x: torch.Tensor) -> bool:
     if backend == "torch":
         return False
     if backend == "auto":
-        return TRITON_INSTALLED and x.is_cuda
+        return TRITON_INSTALLED and x.is_cuda and not torch.compiler.is_compiling()
     if backend != "triton":
         raise ValueError(f"unknown kernels backend {backend!r}; choose one of {', '.join(KERNELS)}")
     if not TRITON_INSTALLED:

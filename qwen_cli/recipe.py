@@ -171,7 +171,9 @@ class TrainSection:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = ranged(1234, NON_NEGATIVE)
     compile: bool = False  # torch.compile each transformer block
-    # tokens per chunk of the fused output-projection + cross-entropy; 0 = sized from the vocabulary
+    # which blocks recompute their forward in backward (train.activation_checkpoint): none, full, selective (every 2nd)
+    activation_checkpointing: Literal["none", "full", "selective"] = "none"
+    # tokens per chunk of the fused output-projection + cross-entropy; 0 = measured on CUDA, sized from the vocabulary elsewhere
     loss_chunk_tokens: int = ranged(4096, NON_NEGATIVE)
     val_every: int = ranged(0, NON_NEGATIVE)  # steps between validation passes; 0 = only at the end
     # held-out micro batches per validation, all ranks together (pretrain: per source; SFT: of the chat rows),

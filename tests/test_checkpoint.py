@@ -98,3 +98,14 @@ def test_every_checkpoint_file_gets_the_same_permissions(tmp_path):
     out = save_model(tmp_path / "ckpt", model)
     modes = {path.name: path.stat().st_mode & 0o777 for path in out.iterdir()}
     assert len(set(modes.values())) == 1, modes
+
+
+def test_bf16_load_keeps_rope_frequencies_fp32(tiny_model, tmp_path):
+    """DESIGN: RoPE's inverse frequencies are fp32; a bf16 load must not round them to bf16."""
+    from qwen_cli.model.rope import rotary_inv_freq
+
+    save_model(tmp_path / "ckpt", tiny_model)
+    model = load_model(tmp_path / "ckpt", dtype=torch.bfloat16)
+    assert model.embed_tokens.weight.dtype == torch.bfloat16
+    assert model.inv_freq.dtype == torch.float32
+    assert torch.equal(model.inv_freq, rotary_inv_freq(model.config.head_dim, model.config.rope_theta))

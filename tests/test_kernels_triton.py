@@ -67,6 +67,26 @@ def test_auto_picks_torch_on_cpu_and_triton_needs_cuda_or_the_interpreter(monkey
         dispatch.use_triton("triton", cpu)
 
 
+def test_loss_chunk_off_cuda_is_sized_from_the_vocabulary():
+    """Only CUDA measures its chunk (tests/test_gpu_cuda.py); elsewhere it comes from the vocabulary."""
+    from qwen_cli.kernels.cross_entropy import auto_chunk, tuned_chunk
+
+    hidden, weight, labels = torch.zeros(5000, 8), torch.zeros(1000, 8), torch.zeros(5000, dtype=torch.long)
+    assert tuned_chunk(5000, hidden, weight, labels, False, True, True) == auto_chunk(1000) == (1 << 28) // 4000
+
+
+def test_auto_leaves_compiled_code_to_inductor(monkeypatch):
+    """``auto`` on a CUDA tensor: Triton eager, the reference while torch.compile traces (inductor fuses it)."""
+    class Cuda:
+        is_cuda = True
+
+    monkeypatch.setattr(dispatch, "TRITON_INSTALLED", True)
+    assert dispatch.use_triton("auto", Cuda())
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not dispatch.use_triton("auto", Cuda())
+    assert dispatch.use_triton("triton", Cuda())  # an explicit choice stays
+
+
 def test_the_kernels_key_is_checked_in_configs_and_recipes():
     assert ModelConfig(kernels="torch").kernels == "torch"
     with pytest.raises(ConfigError, match="kernels must be one of auto, triton, torch, got 'cuda'"):
@@ -185,7 +205,13 @@ def test_bench_runs_train_a_tiny_model_on_cpu(bench_gpu):
                          max_position_embeddings=16)
     device = torch.device("cpu")
     ours = bench_gpu.our_runs(config, 2, 8, device)
-    assert len(ours) == 14 and "ours all fused ops +compile" in ours
+    ablation = ["auto", "all fused ops", *(f"- {op}" for op in (*bench_gpu.OPS, "cross_entropy")),
+                "- flash-attn (sdpa)", "no fused ops (torch, sdpa)"]
+    assert list(ours) == ["ours all fused ops", "ours no fused ops (torch, sdpa)",
+                          *(f"ours {label} +compile" for label in ablation)]
+    assert list(bench_gpu.our_runs(config, 2, 8, device, "short")) == [
+        "ours all fused ops", "ours no fused ops (torch, sdpa)", "ours auto +compile", "ours all fused ops +compile",
+        "ours no fused ops (torch, sdpa) +compile"]
     theirs = bench_gpu.their_runs(dataclasses.replace(config, num_kv_heads=4), 2, 8, device)
     from qwen_cli.model import decoder
 
@@ -195,3 +221,23 @@ def test_bench_runs_train_a_tiny_model_on_cpu(bench_gpu):
     assert decoder.rms_norm is original
     for run in (ours["ours no fused ops (torch, sdpa)"], next(iter(theirs.values()))):
         run()  # forward, backward and optimizer step; a broken closure raises here
+    # the loss's ablation row (it crashed once: the loss is no decoder op): its decoder ops forced to torch
+    # here, as a CPU without the interpreter cannot run Triton; the loss goes to torch by its argument
+    originals = {op: getattr(decoder, op) for op in bench_gpu.OPS}
+    try:
+        for op, fn in originals.items():
+            setattr(decoder, op, lambda *args, fn=fn: fn(*args[:-1], "torch"))
+        ours["ours - cross_entropy +compile"]()
+    finally:
+        for op, fn in originals.items():
+            setattr(decoder, op, fn)
+
+
+def test_every_ablation_target_exists_in_the_decoder(bench_gpu):
+    """A renamed fused op fails here, not halfway through a GPU run (the old `cross_entropy` row crashed)."""
+    from qwen_cli.model import decoder
+
+    assert bench_gpu.OPS
+    for name in bench_gpu.OPS:
+        with bench_gpu.reference_op(name):
+            assert callable(getattr(decoder, name))

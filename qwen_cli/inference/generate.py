@@ -20,10 +20,12 @@ are dropped from the batch (and the cache), so they stop costing compute.
 (``batch_index`` indexes ``prompts``); an exception raised there (e.g. KeyboardInterrupt) stops
 generation and propagates.
 
-``compile``: False (default) runs the eager growing-cache loop; True (or a ``torch.compile`` backend
-name such as ``"eager"``) decodes with a preallocated static cache and a step compiled once per
-process (``qwen_cli.inference.static_decode``), falling back to the eager loop for models that use
-inference-time context extension. Both give the same greedy tokens.
+``compile``: False runs the eager growing-cache loop; True (or a ``torch.compile`` backend name such
+as ``"eager"``) decodes with a preallocated static cache and a step compiled once per batch and
+length bucket (``qwen_cli.inference.static_decode``; on CUDA the step is captured as a CUDA graph and
+replayed), falling back to the eager loop for models that use inference-time context extension.
+Both give the same greedy tokens. None (the default) means True on CUDA and False elsewhere, so
+``qwen eval`` generation, PPO rollouts and the specialisation evals take the graph path on a GPU.
 """
 
 from __future__ import annotations
@@ -127,7 +129,7 @@ def generate(
     tokenizer=None,
     seed: int | None = None,
     on_token: TokenCallback | None = None,
-    compile: bool | str = False,
+    compile: bool | str | None = None,
 ) -> list[list[int]]:
     """New token ids for each prompt (stop ids excluded); see the module docstring."""
     _check_args(prompts, max_new_tokens, temperature, top_p, top_k, repetition_penalty, stop_strings, tokenizer)
@@ -135,6 +137,8 @@ def generate(
     if not prompts or max_new_tokens == 0:
         return outputs
     device = next(model.parameters()).device
+    if compile is None:
+        compile = device.type == "cuda"
     generator = None
     if seed is not None and temperature > 0:
         generator = torch.Generator(device=device)

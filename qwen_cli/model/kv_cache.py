@@ -64,14 +64,29 @@ class StaticKVCache(KVCache):
 
     Prefill goes through :meth:`KVCache.update` (batched, python-int length). After ``slot`` is set
     (a one-element long tensor holding the position to write next), ``update`` copies the new
-    key/value there and returns the full ``max_len`` buffers, so every decode step has the same
-    shapes and a compiled step never recompiles as the sequence grows; the caller's attention mask
-    hides the slots not yet written.
+    key/value there with ``index_copy_`` and returns the full ``max_len`` buffers, so every decode step
+    has the same shapes and a compiled step never recompiles as the sequence grows; the caller's
+    attention mask hides the slots not yet written.
+
+    The buffers are allocated once and only ever written in place (never replaced), and are marked as
+    static addresses for ``torch.compile``: CUDA-graph trees then accept the step's in-place writes
+    (they refuse to capture a graph that mutates an ordinary input) and replay one graph for every
+    step, as transformers' ``StaticCache`` does. :meth:`reset` makes a cache reusable for the next
+    generation, so the same addresses — and the same captured graph — serve it too.
     """
 
     def __init__(self, config: ModelConfig, batch_size: int, max_len: int, device=None, dtype=None) -> None:
         super().__init__(config, batch_size, max_len, device=device, dtype=dtype)
         self.slot: torch.Tensor | None = None
+        for buffer in (*self.keys, *self.values):
+            torch._dynamo.mark_static_address(buffer)
+
+    def reset(self) -> None:
+        """Empty the cache for a new generation, in place (stale keys stay: the caller's mask hides them)."""
+        self.length, self.slot, self.inv_freq = 0, None, None
+
+    def reorder(self, index: torch.Tensor) -> None:
+        raise NotImplementedError("a static cache keeps its rows (and addresses); mask finished rows instead")
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
         if self.slot is None:

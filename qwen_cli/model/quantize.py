@@ -7,7 +7,10 @@ fp32 matmul of the same shape) and cast back to the model's dtype; the int8 weig
 inside the kernel. That kernel also costs a fixed ~12 ms per call on this 2-core AVX2 CPU whatever
 the size (measured: a 1536×512 matrix takes 12 ms int8 vs 0.5 ms fp32; the 151,936×512 output
 matrix 51 ms vs 92 ms), so by default only matrices of at least ``MIN_ELEMENTS`` weights are
-quantised — the output matrix of a small model, every linear layer of a 7B one. A quantised model is for
+quantised — the output matrix of a small model, every linear layer of a 7B one. On CUDA the matmul is
+``linear(x, int8 weight → activation dtype) · scale`` instead (gpt-fast's form): under ``torch.compile``
+inductor fuses the int8 → bf16 conversion into the matmul, so a decode step reads one byte per weight
+(half of bf16's), the lever on a memory-bound GPU decode; eager it is correct but slower than bf16. A quantised model is for
 inference only: its ``state_dict`` refuses to be taken, so no code path can save it as a checkpoint
 (over an fp32 one or anywhere else) — quantise again after loading the fp32 checkpoint instead.
 """
@@ -36,7 +39,10 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features)
-        out = torch.ops.aten._weight_int8pack_mm(flat.to(COMPUTE_DTYPE), self.weight_int8, self.scales).to(x.dtype)
+        if x.is_cuda:
+            out = torch.nn.functional.linear(flat, self.weight_int8.to(x.dtype)) * self.scales.to(x.dtype)
+        else:
+            out = torch.ops.aten._weight_int8pack_mm(flat.to(COMPUTE_DTYPE), self.weight_int8, self.scales).to(x.dtype)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)

@@ -14,10 +14,15 @@ Per GPU, in bytes:
   * parameters ``4N/G``, gradients ``4N/G`` (fp32, sharded), AdamW ``8N/G`` (``exp_avg`` and
     ``exp_avg_sq`` in fp32; the parameters are themselves the fp32 master copy, so there is no third);
   * FSDP2 gathered (G > 1): ``4·(P_r + 2·P_b)`` — the root's parameters stay gathered while the loss
-    runs, plus the current block and the one prefetched;
-  * autocast weight copies (c = 2): every matmul weight is cast to bf16 in the forward and autograd
+    runs, plus the current block and the one prefetched; ``c·(P_r + 2·P_b)`` under FSDP2's
+    ``MixedPrecisionPolicy`` (G > 1 and c = 2; ``train.distributed.mixed_precision``), which gathers
+    bf16 copies and reduces gradients in fp32;
+  * autocast weight copies (c = 2, one GPU): every matmul weight is cast to bf16 in the forward and autograd
     keeps the copy until that layer's backward: ``2·L·M_b`` (not sharded!); with activation
-    checkpointing only the recomputed block's ``2·M_b``;
+    checkpointing only the recomputed block's ``2·M_b``. None under the mixed-precision policy: the
+    weights are already bf16 there, and FSDP2 frees each block's gathered copy after its forward
+    (autograd's saved references included) and gathers it again for the backward. The activations and
+    the loss are counted as under autocast there too (an upper bound: the residual stream is bf16);
   * activations per layer per token (what autograd saves, counted tensor by tensor and checked
     against ``torch.autograd.graph.saved_tensors_hooks`` in ``tests/test_plan.py``), with the fused
     Triton kernels (``model.kernels`` = auto/triton: what a GPU runs; RMSNorm keeps only its input,
@@ -28,7 +33,8 @@ Per GPU, in bytes:
     the SwiGLU tensors (gate‖up and the product; plain torch also silu(gate)), the attention
     log-sum-exp and the two RMSNorm scales. A fused (flash/SDPA) attention keeps no T×T scores.
     Without checkpointing ``L·T·a``; with per-block checkpointing ``L·T·4d`` (each block's input)
-    ``+ T·a`` (the block being recomputed). This plays the role of Korthikanti et al.'s
+    ``+ T·a`` (the block being recomputed); selective checkpointing (every second block,
+    ``train.activation_checkpointing``) ``k·T·a + (L−k)·T·4d + T·a`` for the k blocks that keep theirs. This plays the role of Korthikanti et al.'s
     ``s·b·h·(34 + 5·a·s/h)`` for our architecture (SwiGLU, fp32 residual stream under autocast, no
     attention matrix);
   * loss, kept until backward: ``T·(8 + 8h_d + 8d + 4)`` (ids, rotary cos/sin, final norm, the
@@ -39,8 +45,8 @@ Per GPU, in bytes:
 
 The peak is taken at the end of the forward pass, when all of these are alive. Not counted: the
 CUDA context, NCCL buffers and allocator fragmentation (budget a few GB), and ``train.compile``,
-which usually saves fewer tensors than eager mode. Activation checkpointing is not implemented in
-the trainer yet: that column says what it would buy.
+which usually saves fewer tensors than eager mode. The three memory columns are the three
+``train.activation_checkpointing`` modes (``train.activation_checkpoint``); the recipe's own is marked.
 
 Time: FLOPs per token are the trainer's MFU numerator (``QwenModel.flops_per_token``: 6·N_matmul +
 12·L·d·seq_len); days = steps · batch_tokens · FLOPs per token / (G · peak · MFU) / 86400, with
@@ -60,10 +66,14 @@ from torch.overrides import TorchFunctionMode
 from qwen_cli.checkpoint.model_dir import read_config
 from qwen_cli.data.encode import read_manifest
 from qwen_cli.errors import UserError
-from qwen_cli.kernels.cross_entropy import auto_chunk
+from qwen_cli.kernels.cross_entropy import TUNE_CHUNKS
 from qwen_cli.model import ModelConfig, QwenModel
 from qwen_cli.model.config import PRESETS
 from qwen_cli.recipe import Recipe
+from qwen_cli.train.activation_checkpoint import checkpointed
+
+# memory columns of the plan: its key -> train.activation_checkpointing mode
+COLUMNS = {"no_checkpointing": "none", "selective_checkpointing": "selective", "checkpointing": "full"}
 
 _UNITS = {"": 10**9, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -148,7 +158,8 @@ def plan(recipe: Recipe, cluster: Cluster) -> dict:
     v, layers = config.vocab_size, config.num_layers
     c = 2 if t.dtype == "bfloat16" else 4
     tokens = t.micro_batch_size * seq
-    chunk = min(t.loss_chunk_tokens or auto_chunk(v), tokens)
+    mixed = g > 1 and c == 2  # FSDP2 MixedPrecisionPolicy (qwen_cli.train.distributed.mixed_precision)
+    chunk = min(t.loss_chunk_tokens or max(TUNE_CHUNKS), tokens)  # 0: measured on the GPU, at most this
     chunk = -(-tokens // -(-tokens // chunk))  # the loss kernel's equal chunks
     fused = config.kernels != "torch"
     per_layer = (8 if fused else 16) * d + c * (5 * d + 3 * dkv + (3 if fused else 4) * f) + 4 * h + 8
@@ -159,15 +170,16 @@ def plan(recipe: Recipe, cluster: Cluster) -> dict:
         "parameters": 4 * n // g,
         "gradients": 4 * n // g,
         "optimizer": 8 * n // g,
-        "fsdp_gathered": 4 * (root + 2 * block) if g > 1 else 0,
+        "fsdp_gathered": (c if mixed else 4) * (root + 2 * block) if g > 1 else 0,
         "loss": loss,
     }
     memory = {}
-    for name, copies, activations in (
-        ("no_checkpointing", 2 * layers * block_matmul, layers * tokens * per_layer),
-        ("checkpointing", 2 * block_matmul, layers * tokens * 4 * d + tokens * per_layer),
-    ):
-        parts = {**shared, "weight_copies": copies if c == 2 else 0, "activations": activations}
+    for name, mode in COLUMNS.items():
+        kept = sum(not checkpointed(mode, i) for i in range(layers))  # blocks that keep their activations
+        recompute = kept < layers  # one checkpointed block's activations and weight copy while it reruns
+        copies = 2 * (kept + recompute) * block_matmul
+        activations = kept * tokens * per_layer + (layers - kept) * tokens * 4 * d + recompute * tokens * per_layer
+        parts = {**shared, "weight_copies": copies if c == 2 and not mixed else 0, "activations": activations}
         total = sum(parts.values())
         memory[name] = {**parts, "total": total, "fits": total <= cluster.gpu_memory}
 
@@ -183,6 +195,8 @@ def plan(recipe: Recipe, cluster: Cluster) -> dict:
         "batch": {"seq_len": seq, "micro_batch_size": t.micro_batch_size, "accum_steps": t.batch_tokens // per_micro,
                   "tokens_per_micro_batch": tokens, "tokens_per_step": t.batch_tokens, "loss_chunk_tokens": chunk},
         "compute_dtype": t.dtype,
+        "activation_checkpointing": t.activation_checkpointing,
+        "fsdp_mixed_precision": mixed,
         "kernels": "triton" if fused else "torch",
         "memory_per_gpu": memory,
         "activation_bytes_per_layer_token": per_layer,
@@ -201,10 +215,11 @@ def _gb(x: float) -> str:
 def render(p: dict) -> str:
     """The plan as text for the terminal."""
     m, b, cl = p["model"], p["batch"], p["cluster"]
-    no_ac, ac = p["memory_per_gpu"]["no_checkpointing"], p["memory_per_gpu"]["checkpointing"]
+    columns = [p["memory_per_gpu"][key] for key in COLUMNS]
     rows = [
         ("parameters (fp32, sharded)", "parameters"), ("gradients (fp32, sharded)", "gradients"),
-        ("AdamW moments (2 × fp32, sharded)", "optimizer"), ("FSDP2 gathered (root + 2 blocks)", "fsdp_gathered"),
+        ("AdamW moments (2 × fp32, sharded)", "optimizer"),
+        (f"FSDP2 gathered (root + 2 blocks{', bf16' if p['fsdp_mixed_precision'] else ''})", "fsdp_gathered"),
         (f"{p['compute_dtype']} weight copies (autocast)", "weight_copies"),
         ("activations", "activations"), ("loss (fused output + CE)", "loss"),
     ]
@@ -217,13 +232,15 @@ def render(p: dict) -> str:
         f"batch: {b['tokens_per_step']:,} tokens per step = {cl['gpus']} GPUs × {b['accum_steps']} micro steps × "
         f"{b['micro_batch_size']} × {b['seq_len']}",
         "",
-        f"{'memory per GPU (FSDP2 full sharding)':<40}{'no act. ckpt':>14}{'act. ckpt':>14}",
+        f"{'memory per GPU (FSDP2 full sharding)':<40}"
+        + "".join(f"{('* ' if mode == p['activation_checkpointing'] else '') + 'AC ' + mode:>14}"
+                  for mode in COLUMNS.values()),
     ]
-    lines += [f"{label:<40}{_gb(no_ac[key]):>14}{_gb(ac[key]):>14}" for label, key in rows]
+    lines += [f"{label:<40}" + "".join(f"{_gb(m[key]):>14}" for m in columns) for label, key in rows]
     fits = {True: "fits", False: "does not fit"}
     lines += [
-        f"{'total (peak, end of forward)':<40}{_gb(no_ac['total']):>14}{_gb(ac['total']):>14}",
-        f"{'in ' + _gb(cl['gpu_memory']):<40}{fits[no_ac['fits']]:>14}{fits[ac['fits']]:>14}",
+        f"{'total (peak, end of forward)':<40}" + "".join(f"{_gb(m['total']):>14}" for m in columns),
+        f"{'in ' + _gb(cl['gpu_memory']):<40}" + "".join(f"{fits[m['fits']]:>14}" for m in columns),
         f"activations: {p['activation_bytes_per_layer_token']:,} bytes per layer per token ("
         + ("8d + c(5d + 3d_kv + 3f) + 4h + 8, Triton kernels)" if p["kernels"] == "triton"
            else "16d + c(5d + 3d_kv + 4f) + 4h + 8, plain torch)"),

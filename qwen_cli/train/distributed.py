@@ -84,15 +84,29 @@ def shutdown(info: DistInfo) -> None:
         dist.destroy_process_group()
 
 
-def shard(module: nn.Module, blocks: list[nn.Module], info: DistInfo, reshard_after_forward: bool) -> nn.Module:
-    """FSDP2: shard each of ``blocks`` (submodules of ``module``), then the root (embeddings, norm, output)."""
+def mixed_precision(compute_dtype: torch.dtype):
+    """FSDP2's policy for ``compute_dtype``: bf16 gathered copies (half the all-gather bytes, no per-layer
+    autocast copies kept for backward) with fp32 gradient reduction, over the fp32 sharded master weights;
+    None (all fp32) otherwise."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    if compute_dtype != torch.bfloat16:
+        return None
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+
+
+def shard(module: nn.Module, blocks: list[nn.Module], info: DistInfo, reshard_after_forward: bool,
+          compute_dtype: torch.dtype = torch.float32) -> nn.Module:
+    """FSDP2: shard each of ``blocks`` (submodules of ``module``), then the root (embeddings, norm, output),
+    with :func:`mixed_precision` for ``compute_dtype`` (``train.dtype``)."""
     if not info.enabled:
         return module
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    policy = mixed_precision(compute_dtype) or MixedPrecisionPolicy()
     for block in blocks:
-        fully_shard(block, reshard_after_forward=reshard_after_forward)
-    fully_shard(module, reshard_after_forward=reshard_after_forward)
+        fully_shard(block, reshard_after_forward=reshard_after_forward, mp_policy=policy)
+    fully_shard(module, reshard_after_forward=reshard_after_forward, mp_policy=policy)
     return module
 
 

@@ -24,7 +24,7 @@ The run directory (layout in ``qwen_cli.checkpoint.train_state``) is guarded by 
   maths of a step nor the random numbers it draws. ``logging.*``, ``checkpoint.*``,
   ``train.val_every``, ``train.val_batches`` (validation runs in eval mode on fixed batches) and
   ``train.peak_flops`` keep the resumed run bit-exact; ``distributed.*``, ``train.compile``,
-  ``train.device``, ``train.loss_chunk_tokens``, ``model.attention_backend`` and ``model.kernels`` trade speed and
+  ``train.device``, ``train.loss_chunk_tokens``, ``train.activation_checkpointing``, ``model.attention_backend`` and ``model.kernels`` trade speed and
   memory for rounding (the same sums in another order). Everything else must match: the model,
   data, optimizer, schedule, batch layout, seed, dtype, and ``train.steps`` / ``train.tokens`` too,
   because the warm-up and decay are laid out over the total step count, so a longer run would jump
@@ -65,6 +65,7 @@ from qwen_cli.fsutil import atomic_file
 from qwen_cli.recipe import Recipe
 from qwen_cli.train import checkpointing as ckpt
 from qwen_cli.train import distributed as dist
+from qwen_cli.train.activation_checkpoint import apply_activation_checkpointing
 from qwen_cli.train.mfu import Utilisation, measure_peak_flops
 from qwen_cli.train.optim import build_optimizer, lr_at, set_lr
 from qwen_cli.train.progress import MetricsWriter, RunProgress
@@ -74,7 +75,7 @@ from qwen_cli.train.stage import LossModule, Stage
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 RESUMABLE = ("logging.*", "checkpoint.*", "distributed.*", "train.val_every", "train.val_batches",
              "train.peak_flops", "train.compile", "train.device", "train.loss_chunk_tokens",
-             "model.attention_backend", "model.kernels")  # recipe keys a resume may change (see the module docstring)
+             "train.activation_checkpointing", "model.attention_backend", "model.kernels")  # recipe keys a resume may change (see the module docstring)
 
 
 @dataclass
@@ -130,8 +131,10 @@ class Trainer:
         self.model_config, self.resolved_recipe = built.config, built.recipe
         self.model = built.module.to(self.info.device)
         self.module = LossModule(self.model, self.stage.loss)
-        blocks = self.stage.blocks(self.model)
-        dist.shard(self.module, blocks, self.info, self.recipe.distributed.reshard_after_forward)
+        blocks = apply_activation_checkpointing(self.module, self.stage.blocks(self.model),
+                                                self.recipe.train.activation_checkpointing)
+        dist.shard(self.module, blocks, self.info, self.recipe.distributed.reshard_after_forward,
+                   DTYPES[self.recipe.train.dtype])
         if self.info.rank:  # the model is built alike everywhere; dropout & co. then differ per rank
             seed_everything(self.recipe.train.seed + self.info.rank)
         if self.recipe.train.compile:
