@@ -137,6 +137,15 @@ def test_reply_parsing_and_code_extraction():
     assert code_of("```py\nx = 4") == "x = 4"  # a fence never closed
 
 
+def test_a_reply_with_both_an_action_and_a_final_answer_follows_whichever_comes_first():
+    call_first = "Thought: t\nAction: calculator\nAction Input: 6*7\nFinal Answer: 41"
+    assert parse_reply(call_first) == ("t", "calculator", "6*7\nFinal Answer: 41", None)
+    answer_first = "Thought: t\nFinal Answer: 42\nAction: calculator\nAction Input: 6*7"
+    assert parse_reply(answer_first) == ("t", None, "", "42\nAction: calculator\nAction Input: 6*7")
+    # a keyword counts only where it starts a line: "Action:" inside the answer text is no call
+    assert parse_reply("Final Answer: see Action: none") == ("", None, "", "see Action: none")
+
+
 def test_user_files_go_in_and_saved_images_come_out(tmp_path):
     data = tmp_path / "sales.csv"
     data.write_text("city,sales\nOslo,3\nLima,5\n")

@@ -131,3 +131,24 @@ def test_resume_from_a_position_equals_streaming_from_the_start(numbered):
     assert state["sequences"] == 230 and [window_ids(next(resumed)) for _ in range(12)] == expected
     with pytest.raises(UserError, match="cannot continue the same batches"):  # a position of the old order
         resumed.load_state_dict({"sequences": 230, "seed": 3})
+
+
+# Golden values: the order is part of every saved data position, so any change to it (a round
+# dropped, another mixer, other round keys) must show here and come with a new FORMAT name. The time
+# limit is small so that a round that is not invertible (cycle-walking never ends) fails in seconds.
+@pytest.mark.timeout(10)
+def test_the_order_is_pinned_by_golden_values_and_named_in_saved_positions(numbered):
+    from qwen_cli.data.permutation import FORMAT, ROUNDS
+
+    assert (ROUNDS, FORMAT) == (8, "feistel-8")
+    assert KeyedPermutation(100, [7, 100])(np.arange(16)).tolist() == \
+        [66, 53, 18, 11, 30, 78, 63, 87, 38, 80, 82, 90, 93, 33, 65, 75]
+    assert [KeyedPermutation(1_000_003, [1234])[i] for i in range(4)] == [832820, 72150, 983531, 91218]
+    stream = EpochPermutation(10, [1234])
+    assert [stream[k] for k in range(20)] == [9, 6, 0, 5, 4, 3, 7, 8, 1, 2, 3, 0, 2, 7, 5, 6, 1, 8, 9, 4]
+    batches = ShuffledBatches(TokenWindows(numbered, "train", SEQ), BatchLayout(0, 1, 1, 1), seed=11)
+    assert batches.state_dict()["order"] == FORMAT
+
+
+# every test here takes well under a second: a hang (a non-invertible round) fails in seconds, not minutes
+pytestmark = pytest.mark.timeout(20)

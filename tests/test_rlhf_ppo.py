@@ -153,7 +153,7 @@ def test_paper_ppo_and_reward_recipes_carry_the_report_values(size):
 
     ppo = load_recipe(ROOT / "recipes" / f"qwen-{size}" / "ppo.toml", sections=SECTIONS).ppo
     assert (ppo.value_only_steps, ppo.samples_per_prompt, ppo.kl_coef, ppo.value_clip, ppo.top_p,
-            ppo.policy_lr, ppo.value_lr, ppo.reward_norm) == (50, 2, 0.04, 0.15, 0.9, 1e-6, 5e-6, "running")
+            ppo.policy_lr, ppo.value_lr, ppo.reward_norm) == (50, 2, 0.04, 0.15, 0.9, 1e-6, 5e-6, "mean")
     reward = load_recipe(ROOT / "recipes" / f"qwen-{size}" / "reward.toml", sections=REWARD_SECTIONS)
     assert (reward.rm.lr, reward.rm.epochs, reward.data.seq_len, reward.schedule.decay) == (3e-6, 1.0, 2048, "constant")
     assert reward.train.batch_tokens // reward.data.seq_len == 64
@@ -180,7 +180,8 @@ def test_ppo_climbs_a_reward_it_can_reach(models, shards, tmp_path, monkeypatch)
     monkeypatch.setattr(rollout_module, "end_scores", ascii_share)
     recipe = ppo_recipe(models, shards, tmp_path / "ppo.toml", steps=24, value_only=0, ptx=0.0)
     torch.set_num_threads(1)
-    run = PPORun(load_recipe(recipe, ["ppo.policy_lr=1e-2", "logging.log_every=1", "ppo.eval_prompts="],
+    run = PPORun(load_recipe(recipe, ["ppo.policy_lr=1e-2", "logging.log_every=1", "ppo.eval_prompts=",
+                                      "ppo.reward_norm=mean_std"],  # shares in [0, 1]: scaled up, as before
                              sections=SECTIONS), tmp_path / "run")
     assert run.run()[0] == 0
     rewards = [json.loads(line).get("reward") for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from rlhf_fixtures import byte_tokenizer, separable_pairs, tiny_checkpoint, write_toml
+from rlhf_fixtures import byte_tokenizer, prompt_file, separable_pairs, tiny_checkpoint, write_toml
 
 from qwen_cli.checkpoint.reward_dir import load_reward_model
 from qwen_cli.data.chat_template import ChatTemplate
@@ -167,6 +167,15 @@ def test_dpo_loss_matches_the_formula():
     assert float(metrics["reward_accuracy"]) == 1.0
 
 
+def test_dpo_positive_charges_only_a_chosen_reply_that_lost_likelihood():
+    policy = torch.tensor([-1.0, -2.5, -3.0, -1.5])  # chosen row 0 gained 0.5 nats, row 1 lost 0.5
+    reference = torch.tensor([-1.5, -2.0, -2.0, -1.0])
+    loss, _, _ = dpo_loss(policy, reference, beta=0.5, positive=10.0)
+    logits = [0.5 * ((-1.0 + 1.5) - (-3.0 + 2.0)), 0.5 * ((-2.5 + 2.0) - (-1.5 + 1.0) - 10.0 * 0.5)]
+    assert loss.item() == pytest.approx(sum(math.log1p(math.exp(-x)) for x in logits), rel=1e-6)
+    assert dpo_loss(policy, reference, beta=0.5)[0].item() < loss.item()
+
+
 def test_reply_logprobs_sum_the_reply_tokens_only():
     torch.manual_seed(0)
     model = QwenModel(ModelConfig(vocab_size=64, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64))
@@ -182,12 +191,16 @@ def test_dpo_makes_the_model_prefer_the_chosen_replies(tmp_path):
     base = tiny_checkpoint(tmp_path / "base")
     train = separable_pairs(tmp_path / "train.jsonl", 120, seed=3)
     test = separable_pairs(tmp_path / "separable.jsonl", 40, seed=4)
+    prompts = prompt_file(tmp_path / "prompts.jsonl", 9, seed=5)
     recipe = write_toml(tmp_path / "dpo.toml", f"""
 [init]
 checkpoint = "{base}"
 [data]
 train = ["{train}"]
 test = ["{test}"]
+eval_prompts = "{prompts}"
+eval_limit = 6
+eval_max_new_tokens = 4
 seq_len = 64
 [dpo]
 beta = 0.5
@@ -210,4 +223,5 @@ progress = "none"
     assert dpo(recipe, [], tmp_path / "run", False, False, False) == 0
     before, after = json.loads((tmp_path / "run" / "scores.json").read_text())
     assert after["sets"]["separable"]["accuracy"] >= 0.95 > before["sets"]["separable"]["accuracy"]
+    assert before["gold"]["prompts"] == after["gold"]["prompts"] == 6  # greedy gold exact match, both models
     assert (tmp_path / "run" / "final" / "generation_config.json").is_file()

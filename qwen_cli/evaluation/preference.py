@@ -1,5 +1,6 @@
 """Scoring preference pairs: reward-model pairwise accuracy (report Table 4) and a language model's
-preference for the chosen reply (DPO), plus the reply log-probabilities both DPO and scoring use."""
+preference for the chosen reply (DPO), plus the reply log-probabilities both DPO and scoring use,
+and gold exact match of greedy replies to held-out prompts with answers (PPO and DPO report it)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,16 @@ import torch
 import torch.nn.functional as F
 
 from qwen_cli.data.chat_template import ChatTemplate
-from qwen_cli.data.preference import EncodedPair, PairStats, encode_pairs, pair_batch, read_pairs
+from qwen_cli.data.preference import (
+    EncodedPair,
+    PairStats,
+    encode_pairs,
+    pair_batch,
+    read_pairs,
+    read_prompts,
+)
+from qwen_cli.evaluation.scoring import gsm8k_correct
+from qwen_cli.inference.generate import generate
 from qwen_cli.model import QwenModel
 from qwen_cli.model.heads import ScalarHeadModel
 
@@ -85,3 +95,23 @@ def summary(diff: torch.Tensor) -> dict[str, float]:
     n = diff.numel()
     return {"accuracy": float((diff > 0).float().mean()) if n else 0.0,
             "margin": float(diff.mean()) if n else 0.0, "pairs": n}
+
+
+def exact_match(tokenizer, replies: list[list[int]], answers: list[str]) -> float:
+    """Share of replies (token ids) whose final number is the gold answer (GSM8K's rule)."""
+    hits = [gsm8k_correct(tokenizer.decode(reply), answer) for reply, answer in zip(replies, answers, strict=True)]
+    return sum(hits) / len(hits) if hits else 0.0
+
+
+@torch.no_grad()
+def gold_accuracy(model: QwenModel, template: ChatTemplate, prompts: str | Path, limit: int,
+                  max_new_tokens: int) -> dict[str, float]:
+    """Greedy gold exact match on the first ``limit`` (0: all) prompts of a ``{"prompt", "answer"}`` JSONL file."""
+    records = [(messages, str(record["answer"])) for messages, record in read_prompts(prompts) if "answer" in record]
+    records = records[:limit] if limit else records
+    room = model.config.max_position_embeddings - max_new_tokens
+    ids = [template.prompt(messages, max_len=room) for messages, _ in records]
+    replies = generate(model.eval(), ids, max_new_tokens, temperature=0.0, stop_ids=(template.tokenizer.im_end_id,),
+                       seed=0)
+    return {"gold": exact_match(template.tokenizer, replies, [answer for _, answer in records]),
+            "prompts": len(records)}

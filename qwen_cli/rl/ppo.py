@@ -3,7 +3,8 @@
 One step: take ``prompts_per_step`` queries (a seeded permutation, so the step number fixes them),
 sample ``samples_per_prompt`` responses each with the policy (top-p, the KV-cached engine), score
 them (policy and reference log-probabilities, values, reward-model score at the end token),
-normalise the scores by their running mean and deviation, charge every token
+normalise the scores by their running mean (``reward_norm``: the report's reading; ``mean_std``
+also divides by the running deviation), charge every token
 ``kl_coef · (log π − log π_ref)``, estimate advantages with GAE (whitened) and run ``epochs``
 passes of mini-batch updates: the clipped value loss always, the clipped policy loss (plus
 ``pretrain_coef`` × the LM loss on pretraining shards) only after ``value_only_steps``. Policy and
@@ -38,7 +39,7 @@ from qwen_cli.data.chat_template import ChatTemplate
 from qwen_cli.data.preference import read_prompts
 from qwen_cli.data.shards import BatchLayout, EpochPermutation, MixedBatches, ShuffledBatches, TokenWindows
 from qwen_cli.errors import RunFailed, UserError
-from qwen_cli.evaluation.scoring import gsm8k_correct
+from qwen_cli.evaluation.preference import exact_match
 from qwen_cli.fsutil import atomic_file
 from qwen_cli.interop.qwen2 import write_generation_config
 from qwen_cli.kernels.cross_entropy import linear_cross_entropy
@@ -84,7 +85,7 @@ class PPORun:
             raise UserError(f"{recipe.source}: ppo.prompts is empty (JSONL files of {{\"prompt\": ...}})")
         self.device = dist.init(recipe.train.device, recipe.distributed.backend).device
         self.tokenizer = load_tokenizer(models.policy)
-        self.template = ChatTemplate(self.tokenizer)
+        self.template = ChatTemplate(self.tokenizer, self.cfg.default_system)
         self.end_id, self.pad_id = self.tokenizer.im_end_id, self.tokenizer.eot_id
         self.total_steps = recipe.train.steps
         if self.total_steps <= 0:
@@ -243,11 +244,13 @@ class PPORun:
         cfg = self.cfg
         rollout, queries = self._rollout(step)
         raw = rollout.scores
-        if cfg.reward_norm == "running":
-            self.moments.update(raw)
-            normalised = (raw - self.moments.mean) / max(self.moments.std, 1e-8)
-        else:
+        if cfg.reward_norm == "none":
             normalised = raw
+        else:
+            self.moments.update(raw)
+            normalised = raw - self.moments.mean
+            if cfg.reward_norm == "mean_std":
+                normalised = normalised / max(self.moments.std, 1e-8)
         rewards, kl = shaped_rewards(normalised, rollout.logprobs, rollout.ref_logprobs, rollout.mask, cfg.kl_coef)
         advantages, returns = gae(rewards, rollout.values, rollout.mask, cfg.gamma, cfg.lam)
         advantages = whiten(advantages, rollout.mask)
@@ -255,7 +258,7 @@ class PPORun:
                    "kl": float(kl.sum(1).mean()), "response_len": float(rollout.mask.sum(1).float().mean())}
         answered = [(q.answer, r) for q, r in zip(queries, rollout.responses, strict=True) if q.answer is not None]
         if answered:
-            metrics["gold"] = sum(gsm8k_correct(self.tokenizer.decode(r), a) for a, r in answered) / len(answered)
+            metrics["gold"] = exact_match(self.tokenizer, [r for _, r in answered], [a for a, _ in answered])
         return metrics | self._update(rollout, advantages, returns, step)
 
     @torch.no_grad()
@@ -265,13 +268,14 @@ class PPORun:
             return {}
         prompts = [p.ids for p in self.eval_prompts]
         rollout = sample(self.policy, prompts, self.cfg.max_new_tokens, 1.0, 0.0, self.end_id, self.pad_id, seed=0)
-        rollout.input_ids, rollout.attention_mask = rollout.input_ids.to(self.device), rollout.attention_mask.to(self.device)
+        rollout.input_ids, rollout.attention_mask, rollout.mask = (
+            t.to(self.device) for t in (rollout.input_ids, rollout.attention_mask, rollout.mask))
         rewards = end_scores(self.reward, rollout, self.end_id, self.pad_id)
-        gold = [gsm8k_correct(self.tokenizer.decode(r), p.answer)
-                for p, r in zip(self.eval_prompts, rollout.responses, strict=True) if p.answer is not None]
         result = {"eval_reward": float(rewards.mean())}
-        if gold:
-            result["eval_gold"] = sum(gold) / len(gold)
+        answered = [(p.answer, r) for p, r in zip(self.eval_prompts, rollout.responses, strict=True)
+                    if p.answer is not None]
+        if answered:
+            result["eval_gold"] = exact_match(self.tokenizer, [r for _, r in answered], [a for a, _ in answered])
         return result
 
     # ----- the loop ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from qwen_cli.data.chat_template import DEFAULT_SYSTEM
 from qwen_cli.model.config import ABOVE_ZERO, NON_NEGATIVE, POSITIVE, Range
 from qwen_cli.recipe import BASE_SECTIONS, DataSection, ranged
 
@@ -36,11 +37,13 @@ class PPOSection:
     prompts: list[str] = field(default_factory=list)  # JSONL of {"prompt": ...} (an "answer" enables gold scoring)
     eval_prompts: str = ""  # held-out prompts with "answer": greedy gold exact-match + reward, start and end
     eval_limit: int = ranged(64, NON_NEGATIVE)  # held-out prompts scored (0: all)
+    default_system: str = DEFAULT_SYSTEM  # the system turn of prompts that bring none (as data.default_system)
     prompts_per_step: int = ranged(16, POSITIVE)  # queries per rollout batch
     samples_per_prompt: int = ranged(2, POSITIVE)  # report: two responses per query
     value_only_steps: int = ranged(50, NON_NEGATIVE)  # report: 50 value-only steps before policy updates
     kl_coef: float = ranged(0.04, NON_NEGATIVE)  # report: KL coefficient 0.04 (per-token penalty)
-    reward_norm: Literal["running", "none"] = "running"  # report: normalise rewards by a running mean
+    # report: rewards "normalized based on the running mean" (mean); mean_std also divides by the running std
+    reward_norm: Literal["mean", "mean_std", "none"] = "mean"
     value_clip: float = ranged(0.15, ABOVE_ZERO)  # report: value-loss clipping 0.15
     policy_clip: float = ranged(0.2, ABOVE_ZERO)  # not in the report: PPO's usual ratio clip
     top_p: float = ranged(0.9, TOP_P)  # report: policy top-p 0.9

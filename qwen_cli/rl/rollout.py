@@ -68,17 +68,21 @@ def response_values(model: ScalarHeadModel, batch: dict, prompt_width: int) -> t
 
 
 def end_scores(reward: ScalarHeadModel, rollout: Rollout, end_id: int, pad_id: int) -> torch.Tensor:
-    """``[N]`` reward-model scores at each response's end token (appended where the response was cut)."""
+    """``[N]`` reward-model scores at each response's end token (appended where the response was cut).
+
+    A response ends at ``prompt_width + its action count`` (prompts are left-padded, so the count of
+    real tokens is not a position).
+    """
     ids, real = rollout.input_ids, rollout.attention_mask
-    cut = ~(ids[torch.arange(len(ids)), real.sum(1) - 1] == end_id)
+    rows = torch.arange(len(ids), device=ids.device)
+    after = rollout.prompt_width + rollout.mask.sum(1).to(ids.device)  # one past each response's last token
+    cut = ids[rows, after - 1] != end_id
     if cut.any():
-        ids = torch.cat([ids, torch.full((len(ids), 1), pad_id, dtype=ids.dtype)], dim=1)
-        real = torch.cat([real, torch.zeros(len(ids), 1, dtype=torch.bool)], dim=1)
-        ends = real.sum(1)
-        rows = cut.nonzero().squeeze(1)
-        ids[rows, ends[rows]] = end_id
-        real[rows, ends[rows]] = True
-    return reward.pooled(ids, real.sum(1) - 1, attention_mask=real)
+        ids = torch.cat([ids, torch.full((len(ids), 1), pad_id, dtype=ids.dtype, device=ids.device)], dim=1)
+        real = torch.cat([real, torch.zeros(len(ids), 1, dtype=torch.bool, device=ids.device)], dim=1)
+        ids[rows[cut], after[cut]] = end_id
+        real[rows[cut], after[cut]] = True
+    return reward.pooled(ids, after - 1 + cut.long(), attention_mask=real)
 
 
 @torch.no_grad()

@@ -8,7 +8,7 @@ after the ChatML prompt. The policy and the frozen reference both start from ``i
 (it is not sharded). Data, batching and the "one pair = one sequence" rule are the reward stage's
 (:mod:`qwen_cli.stages.reward`); the output is a chat model directory like SFT's. At the end the
 held-out ``data.test`` sets are scored for the starting model and the result (how often each
-prefers the chosen reply), side by side.
+prefers the chosen reply), side by side, and so is greedy gold exact match on ``data.eval_prompts``.
 """
 
 from __future__ import annotations
@@ -23,15 +23,16 @@ from rich.console import Console
 
 from qwen_cli.checkpoint import load_model
 from qwen_cli.data.chat_template import ChatTemplate
+from qwen_cli.data.preference import read_prompts
 from qwen_cli.errors import UserError
-from qwen_cli.evaluation.preference import reply_logprobs
+from qwen_cli.evaluation.preference import gold_accuracy, reply_logprobs
 from qwen_cli.evaluation.reward_report import render, score_checkpoint
 from qwen_cli.fsutil import atomic_file
 from qwen_cli.model import QwenModel
-from qwen_cli.model.config import ABOVE_ZERO
+from qwen_cli.model.config import ABOVE_ZERO, NON_NEGATIVE, POSITIVE
 from qwen_cli.recipe import BASE_SECTIONS, Recipe, ranged
 from qwen_cli.stages.lm import LanguageModelStage
-from qwen_cli.stages.reward import PairData, PairDataSection, PairStage
+from qwen_cli.stages.reward import PairData, PairDataSection, PairStage, check_test_sets
 from qwen_cli.tokenizer import load_tokenizer
 from qwen_cli.train.stage import StageModel
 
@@ -43,22 +44,29 @@ class DPODataSection(PairDataSection):
     """Preference JSONL files to train on (plus the reward stage's row and test-set keys)."""
 
     train: list[str] = field(default_factory=list)
+    eval_prompts: str = ""  # held-out {"prompt", "answer"} JSONL: greedy gold exact match before and after
+    eval_limit: int = ranged(0, NON_NEGATIVE)  # held-out prompts scored (0: all)
+    eval_max_new_tokens: int = ranged(16, POSITIVE)
 
 
 @dataclass
 class DPOSection:
     beta: float = ranged(0.1, ABOVE_ZERO)  # strength of the implicit KL constraint to the reference
+    # DPO-Positive (Pal et al., 2024): λ · max(0, log π_ref(y_c) − log π(y_c)) inside the sigmoid, so the
+    # chosen reply never loses likelihood; plain DPO lowers it when the replies differ in a token (0: off)
+    positive: float = ranged(0.0, NON_NEGATIVE)
 
 
 SECTIONS: dict[str, type] = {**BASE_SECTIONS, "data": DPODataSection, "dpo": DPOSection}
 
 
-def dpo_loss(policy_logprobs: torch.Tensor, reference_logprobs: torch.Tensor, beta: float):
-    """(loss summed over pairs, pairs, metrics) from ``[2·pairs]`` reply log-probabilities (chosen rows first)."""
+def dpo_loss(policy_logprobs: torch.Tensor, reference_logprobs: torch.Tensor, beta: float, positive: float = 0.0):
+    """(loss summed over pairs, pairs, metrics) from ``[2·pairs]`` reply log-probabilities (chosen rows first);
+    ``positive``: DPO-Positive's λ."""
     half = policy_logprobs.shape[0] // 2
     chosen = beta * (policy_logprobs[:half] - reference_logprobs[:half])
     rejected = beta * (policy_logprobs[half:] - reference_logprobs[half:])
-    logits = chosen - rejected
+    logits = chosen - rejected - beta * positive * (reference_logprobs[:half] - policy_logprobs[:half]).clamp(min=0)
     margin = logits.detach()
     return -F.logsigmoid(logits).sum(), half, {
         "reward_accuracy": (margin > 0).float().mean(), "reward_margin": margin.mean(),
@@ -77,7 +85,11 @@ class DPOStage(PairStage, LanguageModelStage):
         if not recipe.data.train:
             raise UserError(f"{recipe.source}: data.train is empty (preference JSONL files)")
         self.tokenizer = load_tokenizer(recipe.init.checkpoint)
-        self.data = PairData(recipe.data.train, ChatTemplate(self.tokenizer, recipe.data.default_system), recipe.data)
+        template = ChatTemplate(self.tokenizer, recipe.data.default_system)
+        self.data = PairData(recipe.data.train, template, recipe.data)
+        check_test_sets(recipe.data.test, template, self.seq_len)
+        if recipe.data.eval_prompts:
+            read_prompts(recipe.data.eval_prompts)  # read now: a bad file stops the run before training
         self.reference: QwenModel | None = None
 
     @property
@@ -96,18 +108,27 @@ class DPOStage(PairStage, LanguageModelStage):
         reference = self.reference.to(batch["input_ids"].device)
         with torch.no_grad():
             reference_logprobs = reply_logprobs(reference, batch)
-        return dpo_loss(reply_logprobs(model, batch), reference_logprobs, self.recipe.dpo.beta)
+        return dpo_loss(reply_logprobs(model, batch), reference_logprobs, self.recipe.dpo.beta, self.recipe.dpo.positive)
 
     def write_model(self, directory: Path, state: dict[str, torch.Tensor], config, recipe_text: str) -> None:
         super().write_model(directory, state, config, recipe_text)
         self.write_generation_config(directory)
 
     def finish(self, final_dir: Path, console: Console) -> None:
-        tests = [Path(p) for p in self.recipe.data.test]
-        if not tests:
+        data = self.recipe.data
+        tests = [Path(p) for p in data.test]
+        if not tests and not data.eval_prompts:
             return
-        results = [score_checkpoint(Path(ckpt), tests, self.seq_len, self.recipe.data.default_system)
-                   for ckpt in (self.recipe.init.checkpoint, final_dir)]
-        render(results, ["before (init)", "after DPO"], console)
+        checkpoints = (Path(self.recipe.init.checkpoint), final_dir)
+        results = [score_checkpoint(ckpt, tests, self.seq_len, data.default_system) for ckpt in checkpoints]
+        if tests:
+            render(results, ["before (init)", "after DPO"], console)
+        if data.eval_prompts:
+            template = ChatTemplate(self.tokenizer, data.default_system)
+            for label, ckpt, result in zip(("before DPO", "after DPO"), checkpoints, results, strict=True):
+                result["gold"] = gold_accuracy(load_model(ckpt), template, data.eval_prompts, data.eval_limit,
+                                               data.eval_max_new_tokens)
+                console.print(f"held-out gold exact match {label}: {100 * result['gold']['gold']:.2f}% "
+                              f"of {result['gold']['prompts']} ({data.eval_prompts})")
         with atomic_file(final_dir.parent / SCORES_FILE) as handle:
             json.dump(results, handle, indent=2)

@@ -27,7 +27,7 @@ from qwen_cli.data.chat_template import DEFAULT_SYSTEM, ChatTemplate
 from qwen_cli.data.preference import EncodedPair, PairStats, encode_pairs, pair_batch, read_pairs
 from qwen_cli.data.shards import ORDER_FORMAT, BatchLayout, EpochPermutation, ResumableBatches
 from qwen_cli.errors import UserError
-from qwen_cli.evaluation.preference import pair_rewards, pairwise_loss
+from qwen_cli.evaluation.preference import load_test_pairs, pair_rewards, pairwise_loss, set_name
 from qwen_cli.model import Block, ModelConfig
 from qwen_cli.model.config import ABOVE_ZERO, NON_NEGATIVE, POSITIVE
 from qwen_cli.model.heads import ScalarHeadModel
@@ -173,6 +173,17 @@ class RewardStage(PairStage):
 
 
 
+def check_test_sets(files: list[str], template: ChatTemplate, seq_len: int) -> None:
+    """Read and encode every ``data.test`` file (their set names must differ) before training, so a bad
+    one stops the run at once rather than after it."""
+    names: set[str] = set()
+    for path in map(Path, files):
+        if set_name(path) in names:
+            raise UserError(f"{path}: two test sets are named {set_name(path)!r} (rename one file)")
+        names.add(set_name(path))
+        load_test_pairs(path, template, seq_len)
+
+
 def train_phases(recipe: Recipe, out: Path, resume: bool, overwrite: bool, console) -> tuple[int, dict[str, Path]]:
     """Run the enabled phases in order into ``out/<phase>``; returns (exit code, final dir per phase)."""
     from qwen_cli.train.trainer import run_stage
@@ -185,8 +196,10 @@ def train_phases(recipe: Recipe, out: Path, resume: bool, overwrite: bool, conso
     tokenizer = load_tokenizer(recipe.init.checkpoint)
     template = ChatTemplate(tokenizer, recipe.data.default_system)
     init, finals = recipe.init.checkpoint, {}
+    phase_data = {phase: PairData(getattr(recipe, phase).train, template, recipe.data) for phase in enabled}
+    check_test_sets(recipe.data.test, template, recipe.data.seq_len)  # every input read before any training
     for phase in enabled:
-        data = PairData(getattr(recipe, phase).train, template, recipe.data)
+        data = phase_data[phase]
         s = data.stats
         console.print(f"{phase}: {len(data.train):,} training pairs, {len(data.val):,} validation; "
                       f"{s.truncated} truncated to data.seq_len, {s.identical} dropped (chosen == rejected)")

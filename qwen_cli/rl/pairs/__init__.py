@@ -9,6 +9,7 @@ conversation.
 source          chosen vs rejected                                       noise     use
 ==============  =======================================================  ========  ==========
 arithmetic      exact answer vs a near miss (generated questions)        none      RM, PPO
+addition        the same, two-digit sums only (the toy task)             none      SFT, RM, PPO, DPO
 gsm8k           reference solution vs its final number made wrong        none      RM
 mbpp            reference program vs a one-token mutant failing tests    none      RM
 arc             gold answer vs each distractor                           low       RM
@@ -38,6 +39,7 @@ from qwen_cli.rl.pairs.common import Built
 Builder = Callable[[Path | None, int | None, random.Random], Built]
 SOURCES: dict[str, Builder] = {
     "arithmetic": arithmetic.arithmetic,
+    "addition": arithmetic.addition,
     "gsm8k": benchmarks.gsm8k,
     "mbpp": mbpp.mbpp,
     "arc": functools.partial(benchmarks.multiple_choice, "arc"),
@@ -49,7 +51,7 @@ SOURCES: dict[str, Builder] = {
 
 
 def build(source: str, data_dir: Path | None = None, limit: int | None = None, seed: int = 0) -> Built:
-    """At most ``limit`` pairs of ``source`` (arithmetic: exactly ``limit`` questions, default 5000),
+    """At most ``limit`` pairs of ``source`` (arithmetic, addition: exactly ``limit`` questions, default 5000),
     the same for the same seed and data. A source without data raises a one-line ``UserError``."""
     if source not in SOURCES:
         raise UserError(f"unknown pair source {source!r} (known: {', '.join(SOURCES)})")

@@ -2,6 +2,8 @@
 
 The cleanest pairs there are (the preferred side is computed, not judged), and their prompts double
 as PPO prompts with a gold answer, so a PPO run can measure exact-match on held-out questions.
+``arithmetic`` mixes sums, differences and times tables; ``addition`` (two-digit sums only) is the
+toy task a tiny model learns in minutes (``make demo-rlhf``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ DEFAULT_COUNT = 5000
 OPERATORS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
 # operand ranges: two-digit sums and differences (never negative), times tables up to 19 x 19
 RANGES = {"+": (1, 99), "-": (1, 99), "*": (2, 19)}
-MAX_COUNT = 99 * 99 + 99 * 100 // 2 + 18 * 18  # the number of distinct questions
+DISTINCT = {"+": 99 * 99, "-": 99 * 100 // 2, "*": 18 * 18}  # distinct questions per operator
 
 
-def _question(rng: random.Random) -> tuple[str, int]:
-    symbol = rng.choice(tuple(OPERATORS))
+def _question(rng: random.Random, symbols: tuple[str, ...]) -> tuple[str, int]:
+    symbol = rng.choice(symbols)
     low, high = RANGES[symbol]
     a, b = rng.randint(low, high), rng.randint(low, high)
     if symbol == "-" and a < b:
@@ -29,17 +31,27 @@ def _question(rng: random.Random) -> tuple[str, int]:
     return f"What is {a} {symbol} {b}?", OPERATORS[symbol](a, b)
 
 
-def arithmetic(data_dir: Path | None, count: int | None, rng: random.Random) -> Built:
-    """``count`` distinct questions (default 5000), one pair each (generated: no ``data_dir``)."""
+def _build(name: str, symbols: tuple[str, ...], count: int | None, rng: random.Random) -> Built:
     count = DEFAULT_COUNT if count is None else count
-    if count > MAX_COUNT:
-        raise UserError(f"arithmetic: --limit {count} is more than the {MAX_COUNT} distinct questions")
+    most = sum(DISTINCT[s] for s in symbols)
+    if count > most:
+        raise UserError(f"{name}: --limit {count} is more than the {most} distinct questions")
     answers: dict[str, str] = {}
     pairs = []
     while len(pairs) < count:
-        prompt, value = _question(rng)
+        prompt, value = _question(rng, symbols)
         if prompt in answers:
             continue
         answers[prompt] = str(value)
         pairs.append(Pair(prompt, str(value), str(perturb_int(value, rng)), prompt))
     return Built(pairs, "generated", answers)
+
+
+def arithmetic(data_dir: Path | None, count: int | None, rng: random.Random) -> Built:
+    """``count`` distinct questions (default 5000) of +, − and ×, one pair each (generated: no ``data_dir``)."""
+    return _build("arithmetic", tuple(OPERATORS), count, rng)
+
+
+def addition(data_dir: Path | None, count: int | None, rng: random.Random) -> Built:
+    """``count`` distinct two-digit sums (default 5000), one pair each: the toy task of ``make demo-rlhf``."""
+    return _build("addition", ("+",), count, rng)

@@ -2,7 +2,10 @@
 
 ``OUT/train.jsonl`` and ``OUT/test.jsonl`` hold one pair a line (``prompt``, ``chosen``, ``rejected``,
 ``source``); a source with gold answers also gets ``OUT/prompts.jsonl`` (the train prompts) and
-``OUT/prompts_test.jsonl`` (the held-out ones), lines ``{"prompt", "answer"}``, for PPO.
+``OUT/prompts_test.jsonl`` (the held-out ones), lines ``{"prompt", "answer"}``, for PPO, and the
+train questions answered twice more: ``OUT/sft.jsonl`` as chat conversations (``{"messages"}``, for
+``qwen sft``) and ``OUT/text.jsonl`` as plain text (``{"text": "question answer"}``, for ``qwen
+tokenize``), so a toy model can be trained on the task without ever seeing a held-out question.
 """
 
 from __future__ import annotations
@@ -44,3 +47,8 @@ def write(out: Path, source: str, built: Built, train: list[Pair], test: list[Pa
         if built.answers:
             for name, side in (("prompts.jsonl", train), ("prompts_test.jsonl", test)):
                 _jsonl(tmp / name, [{"prompt": pair.prompt, "answer": built.answers[pair.group]} for pair in side])
+            solved = [(pair.prompt, built.answers[pair.group]) for pair in train]  # gold sources: one-turn prompts
+            _jsonl(tmp / "sft.jsonl", [{"messages": [{"role": "user", "content": prompt},
+                                                     {"role": "assistant", "content": answer}]}
+                                       for prompt, answer in solved])
+            _jsonl(tmp / "text.jsonl", [{"text": f"{prompt} {answer}"} for prompt, answer in solved])

@@ -1,0 +1,69 @@
+"""The headline numbers of the toy alignment run (``make demo-rlhf``) and the floors they must clear.
+
+``python -m qwen_cli.rl.toy_report RUN_DIR`` reads what the stages wrote under ``RUN_DIR`` (the
+reward model's ``reward/scores.json``, PPO's ``ppo/metrics.jsonl``, DPO's ``dpo/scores.json``),
+prints one line per number and exits 1 when one falls below its floor, so a regression of any
+stage turns the demo red:
+
+- SFT: held-out gold exact match inside ``SFT_RANGE`` (learned something, room left above);
+- reward model: held-out pairwise accuracy (gold sum vs near miss) at least ``RM_FLOOR``;
+- PPO: held-out gold exact match up by at least ``PPO_GAIN``, with the KL to the reference
+  (summed over a response, batch mean) never above ``KL_CEILING``;
+- DPO: held-out gold exact match up by more than ``DPO_GAIN``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+SFT_RANGE = (0.20, 0.70)
+RM_FLOOR = 0.90
+PPO_GAIN = 0.10
+KL_CEILING = 1.0
+DPO_GAIN = 0.0
+
+
+def measure(run_dir: Path) -> dict[str, float]:
+    """The numbers, from the files the stages wrote."""
+    reward = json.loads((run_dir / "reward" / "scores.json").read_text())
+    (rm_set,) = reward[-1]["sets"].values()
+    steps = [json.loads(line) for line in (run_dir / "ppo" / "metrics.jsonl").read_text().splitlines()]
+    gold = [s["eval_gold"] for s in steps if "eval_gold" in s]
+    dpo = json.loads((run_dir / "dpo" / "scores.json").read_text())
+    return {"sft_gold": gold[0], "rm_accuracy": rm_set["accuracy"], "ppo_gold": gold[-1],
+            "ppo_max_kl": max(s["kl"] for s in steps if "kl" in s),
+            "dpo_gold_before": dpo[0]["gold"]["gold"], "dpo_gold": dpo[1]["gold"]["gold"]}
+
+
+def failures(m: dict[str, float]) -> list[str]:
+    """One line per number below its floor (empty: all clear)."""
+    checks = [
+        (SFT_RANGE[0] <= m["sft_gold"] <= SFT_RANGE[1], f"SFT gold {m['sft_gold']:.1%} outside {SFT_RANGE}"),
+        (m["rm_accuracy"] >= RM_FLOOR, f"reward-model accuracy {m['rm_accuracy']:.1%} < {RM_FLOOR:.0%}"),
+        (m["ppo_gold"] - m["sft_gold"] >= PPO_GAIN, f"PPO gain {m['ppo_gold'] - m['sft_gold']:+.1%} < {PPO_GAIN:.0%}"),
+        (m["ppo_max_kl"] <= KL_CEILING, f"PPO KL {m['ppo_max_kl']:.3f} > {KL_CEILING}"),
+        (m["dpo_gold"] - m["dpo_gold_before"] > DPO_GAIN,
+         f"DPO gain {m['dpo_gold'] - m['dpo_gold_before']:+.1%} not above {DPO_GAIN:.0%}"),
+    ]
+    return [message for ok, message in checks if not ok]
+
+
+def main(argv: list[str]) -> int:
+    run_dir = Path(argv[0] if argv else "runs/arith")
+    m = measure(run_dir)
+    print(f"held-out gold exact match after SFT:          {m['sft_gold']:.1%}\n"
+          f"reward model, held-out gold vs near miss:     {m['rm_accuracy']:.1%}\n"
+          f"held-out gold exact match after PPO:          {m['ppo_gold']:.1%} "
+          f"({m['ppo_gold'] - m['sft_gold']:+.1%}; max KL to the reference {m['ppo_max_kl']:.3f})\n"
+          f"held-out gold exact match after DPO:          {m['dpo_gold']:.1%} "
+          f"({m['dpo_gold'] - m['dpo_gold_before']:+.1%})")
+    failed = failures(m)
+    for line in failed:
+        print(f"REGRESSION: {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
