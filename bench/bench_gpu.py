@@ -182,18 +182,6 @@ def their_runs(config, batch: int, seq: int, device: torch.device) -> dict[str, 
     return {f"transformers ({attn})": step(model), f"transformers ({attn}) +compile": step(compiled)}
 
 
-def measured(run: Callable[[], None], peaks: list[float]) -> Callable[[], None]:
-    """``run`` synchronised (for timing) and recording the memory it allocated above the resident set."""
-    def wrapped() -> None:
-        torch.cuda.synchronize()
-        resident = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        run()
-        torch.cuda.synchronize()
-        peaks.append(torch.cuda.max_memory_allocated() - resident)
-    return wrapped
-
-
 def table(rows: list[dict], theirs: str) -> str:
     """Markdown table of the runs, with each one's speed relative to ``theirs`` (eager or compiled alike)."""
     lines = ["| run | tokens/s | MFU | vs transformers | step peak GiB |", "|---|---:|---:|---:|---:|"]
@@ -225,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
               "NVIDIA GPU", file=sys.stderr)
         return 2
     sys.path.insert(0, str(ROOT / "bench"))
-    from interleave import interleaved_times
+    from interleave import cuda_peak_tracked, interleaved_times
 
     device = torch.device("cuda")
     torch._dynamo.config.recompile_limit = 64  # every ablation setting is its own compiled graph
@@ -241,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             run()
             run()
-            timed[run_name] = measured(run, peaks[run_name])
+            timed[run_name] = cuda_peak_tracked(run, peaks[run_name])
         except Exception as exc:  # noqa: BLE001 - one failing setting must not hide the others
             errors[run_name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80] if str(exc) else ''}"
     times = interleaved_times(timed, args.repeats)

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from interleave import interleaved_times  # noqa: E402
+from interleave import cuda_peak_tracked, interleaved_times  # noqa: E402
 
 FIXED_CHUNKS = (2048, 4096, 8192)
 
@@ -61,18 +61,6 @@ def loss_runs(tokens: int, hidden: int, vocab: int, device: torch.device) -> dic
     return runs
 
 
-def measured(run: Callable[[], None], peaks: list[float]) -> Callable[[], None]:
-    """``run`` synchronised, recording the memory it allocated above the resident set."""
-    def wrapped() -> None:
-        torch.cuda.synchronize()
-        resident = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        run()
-        torch.cuda.synchronize()
-        peaks.append(torch.cuda.max_memory_allocated() - resident)
-    return wrapped
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=16384)
@@ -91,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs.values():  # warm-up: compiles the Triton kernels and tunes the chunk outside the timing
         run()
     peaks: dict[str, list[float]] = {name: [] for name in runs}
-    times = interleaved_times({name: measured(run, peaks[name]) for name, run in runs.items()}, args.repeats)
+    times = interleaved_times({name: cuda_peak_tracked(run, peaks[name]) for name, run in runs.items()}, args.repeats)
     rows = []
     for name, ts in times.items():
         ratios = sorted(t / n for t, n in zip(ts, times["naive"], strict=True))

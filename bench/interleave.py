@@ -25,6 +25,21 @@ def interleaved_times(runs: dict[str, Callable[[], object]], repeats: int) -> di
     return times
 
 
+def cuda_peak_tracked(run: Callable[[], None], peaks: list[float]) -> Callable[[], None]:
+    """``run`` synchronised (for timing), appending to ``peaks`` the CUDA memory it allocated above
+    what was resident before it."""
+    import torch
+
+    def wrapped() -> None:
+        torch.cuda.synchronize()
+        resident = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        run()
+        torch.cuda.synchronize()
+        peaks.append(torch.cuda.max_memory_allocated() - resident)
+    return wrapped
+
+
 def ratio_summary(fast: list[float], slow: list[float]) -> str:
     """'median R× (min–max)' of slow/fast per repeat: how many times faster ``fast`` ran."""
     ratios = sorted(s / f for f, s in zip(fast, slow, strict=True))
