@@ -45,6 +45,20 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"qwen_cli.commands.{_name}").register(app)
 
 
+def _print_version(requested: bool) -> None:
+    if requested:
+        from importlib.metadata import version
+
+        print(f"qwen {version('qwen-cli')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="Print the installed version and exit.")) -> None:
+    """Options that come before the subcommand."""
+
+
 def _print_error(console: Console, message: str) -> None:
     """``error: MESSAGE`` on one line, the message printed literally."""
     console.print(Text.assemble(("error:", "bold red"), " ", message))

@@ -115,3 +115,12 @@ def test_chat_commands_with_brackets_keep_the_session(tmp_path):
     assert "unknown command '/frob [/]'" in proc.stderr
     assert f"saved {saved}" in proc.stderr
     assert json.loads(saved.read_text())["messages"][0] == {"role": "system", "content": "[/] [bold]hi[/bold]"}
+
+
+def test_version_is_the_installed_distributions(run_qwen):
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    code, out, err = run_qwen("--version")
+    assert (code, out, err) == (0, f"qwen {project['version']}\n", "")
