@@ -28,6 +28,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 from qwen_cli.fsutil import WriteError, atomic_file
 
@@ -119,10 +120,15 @@ class RunProgress:
         self.total, self.description, self.live_keys = total, description, live_keys
         self._progress: Progress | None = None
         if self.rich:
+            # in a narrow terminal the metrics give way (cut with "…"), never the bar, step or ETA
+            fixed = Column(no_wrap=True)
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                TextColumn("{task.fields[metrics]}"), console=self.console, transient=False,
+                TextColumn("[bold]{task.description}", table_column=fixed), BarColumn(20, table_column=fixed),
+                MofNCompleteColumn(table_column=fixed), TimeElapsedColumn(table_column=fixed), TextColumn("eta"),
+                TimeRemainingColumn(table_column=fixed),
+                TextColumn("{task.fields[metrics]}", table_column=Column(no_wrap=True, overflow="ellipsis",
+                                                                         ratio=1, min_width=0)),
+                console=self.console, transient=False, expand=True,
             )
             self._task = self._progress.add_task(description, total=total, completed=start, metrics="")
 
@@ -144,7 +150,7 @@ class RunProgress:
             fields = {"metrics": line} if line is not None else {}
             self._progress.update(self._task, completed=step, **fields)
         elif line is not None and log:
-            self.console.print(f"{self.description} {step}/{self.total}  {line}")
+            self.console.print(f"{self.description} {step}/{self.total}  {line}", soft_wrap=True)  # one record a line
 
     def print(self, message: str) -> None:
         """A message above the bar (validation results, checkpoint notices)."""
