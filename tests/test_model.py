@@ -106,3 +106,15 @@ def test_flops_per_token_counts_every_matmul_weight_once(tied):
     matmul = 3 * per_layer + 97 * h
     vectors = 3 * ((h + 2 * kv) + 2 * h) + h  # qkv bias and two norms per layer, the final norm
     assert model(config).flops_per_token(16) == 6 * (matmul + vectors) + 12 * 3 * h * 16
+
+
+def test_casting_the_model_keeps_rope_frequencies_fp32():
+    """A bf16 (or fp16) copy of the model keeps fp32 inverse frequencies: rounding them moves positions."""
+    from qwen_cli.model.rope import rotary_inv_freq
+
+    config = ModelConfig(vocab_size=64, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
+    for cast in (lambda m: m.to(torch.bfloat16), lambda m: m.half(), lambda m: m.to("cpu", torch.bfloat16)):
+        model = cast(QwenModel(config))
+        assert model.embed_tokens.weight.dtype != torch.float32
+        assert model.inv_freq.dtype == torch.float32
+        assert torch.equal(model.inv_freq, rotary_inv_freq(config.head_dim, config.rope_theta))

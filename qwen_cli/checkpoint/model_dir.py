@@ -152,10 +152,7 @@ def load_model(directory, device="cpu", dtype: torch.dtype | None = None, verify
     if config.tie_word_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
     model.inv_freq = rotary_inv_freq(config.head_dim, config.rope_theta)  # was built on meta
-    model = model.to(device=device, dtype=dtype).eval()  # the buffers (parameters are already there)
-    if model.inv_freq.dtype != torch.float32:  # the cast rounded RoPE's inverse frequencies: they stay fp32
-        model.inv_freq = rotary_inv_freq(config.head_dim, config.rope_theta).to(device)
-    return model
+    return model.to(device=device, dtype=dtype).eval()  # the buffers (parameters are already there)
 
 
 def load(directory, device="cpu", dtype: torch.dtype | None = None):

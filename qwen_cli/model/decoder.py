@@ -137,6 +137,14 @@ class QwenModel(nn.Module):
                 nn.init.ones_(module.weight)
         self.inv_freq = rotary_inv_freq(self.config.head_dim, self.config.rope_theta).to(self.inv_freq.device)
 
+    def _apply(self, fn, recurse: bool = True):
+        """``.to()``, ``.cuda()``, ``.bfloat16()`` … move RoPE's inverse frequencies but never round
+        them: they stay fp32 whatever the weights' dtype (a bf16 copy shifts every rotation)."""
+        super()._apply(fn, recurse)
+        if self.inv_freq.dtype != torch.float32:
+            self.inv_freq = rotary_inv_freq(self.config.head_dim, self.config.rope_theta).to(self.inv_freq.device)
+        return self
+
     def set_context_extension(self, rope_ntk: str = "none", logn_attn: bool = False,
                               layer_windows: list[int] | None = None, train_length: int | None = None) -> None:
         """Switch the inference-time context-extension techniques (report §2.5) on or off in place."""
