@@ -5,7 +5,9 @@
 # Writes OUTDIR/gpu_check.md (one table), OUTDIR/gpu_check.json and OUTDIR/gpu_check.log.
 #
 #   bash scripts/gpu_check.sh [--quick] [--dry-run] [--only STEP,STEP] [--full-ablation] OUTDIR
-#   full: <= 8 min on one H200 (its training bench compiles 3 settings: auto, all fused ops, none);
+#   full: <= 15 min on one H200 with cold compile caches (measured at e7f7441: the 1.8B pretrain logged no
+#   step within 110 s while inductor compiled, and decode's batch-8 rows needed more than 110 s); its
+#   training bench compiles 3 settings: auto, all fused ops, none;
 #   --quick: <= 3 min (2 layers: every ablation setting); --only train --full-ablation: each fused op
 #   off on its own too, at the 1.8B shapes (<= 8 min alone)
 #
@@ -45,7 +47,7 @@ wanted() { [ -z "$ONLY" ] || case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
-if [ "$QUICK" = 1 ]; then BUDGET=170; else BUDGET=470; fi  # seconds for all steps (the promise: 3 / 8 min)
+if [ "$QUICK" = 1 ]; then BUDGET=170; else BUDGET=880; fi  # seconds for all steps (the promise: 3 / 15 min)
 if [ "$QUICK" = 1 ]; then
   KERNEL_MARK="not slow"; TRAIN_ARGS="--quick --repeats 3 --ablation full"; DECODE_ARGS="--gpu --quick"
   LOSS_ARGS="--repeats 3"; PRETRAIN_STEPS=10; PRETRAIN_KILL=4
@@ -57,8 +59,8 @@ fi
 STEPS=(
   "kernels|$([ "$QUICK" = 1 ] && echo 50 || echo 75)|CUDA kernel tests, compiled (tests/triton_kernel_cases.py -m '$KERNEL_MARK'), CUDA-graph decode + int8 (tests/test_gpu_cuda.py)"
   "loss|40|fused linear+CE vs naive logits, 16384 x 2048 x 151936 bf16 (bench/bench_loss.py $LOSS_ARGS)"
-  "pretrain|$([ "$QUICK" = 1 ] && echo 80 || echo 110)|qwen pretrain recipes/qwen-1.8b, $PRETRAIN_STEPS steps, SIGTERM after step $PRETRAIN_KILL, --resume"
-  "decode|$([ "$QUICK" = 1 ] && echo 60 || echo 110)|CUDA-graph decode vs transformers static-cache compiled, b1/b8, int8 (bench/bench_decode.py $DECODE_ARGS)"
+  "pretrain|$([ "$QUICK" = 1 ] && echo 80 || echo 240)|qwen pretrain recipes/qwen-1.8b, $PRETRAIN_STEPS steps, SIGTERM after step $PRETRAIN_KILL, --resume"
+  "decode|$([ "$QUICK" = 1 ] && echo 60 || echo 240)|CUDA-graph decode vs transformers static-cache compiled, b1/b8, int8 (bench/bench_decode.py $DECODE_ARGS)"
   "plan|$([ "$QUICK" = 1 ] && echo 30 || echo 45)|--plan peak vs torch.cuda.max_memory_allocated, 1.8B, AC none/selective/full (bench/plan_vs_reality.py)"
   "train|$([ "$QUICK" = 1 ] && echo 60 || { [ "$ABLATION" = full ] && echo 460 || echo 240; })|training step vs transformers + ablation (bench/bench_gpu.py $TRAIN_ARGS)"
 )
@@ -141,7 +143,7 @@ step_pretrain() {
 p = datasheet_peak(torch.cuda.get_device_name()); print(p[1] if p else 0)')
   [ "${peak:-0}" != 0 ] && sets+=(--set "train.peak_flops=$peak")
   "${QWEN[@]}" pretrain recipes/qwen-1.8b/pretrain.toml --out "$run" "${sets[@]}" &
-  local pid=$! deadline=$((SECONDS + 100))
+  local pid=$! deadline=$((SECONDS + (QUICK == 1 ? 60 : 150)))  # cold inductor caches: 110 s gave no step
   until "$PY" bench/gpu_report.py logged-step "$run/metrics.jsonl" "$PRETRAIN_KILL" || [ $SECONDS -gt $deadline ]; do
     kill -0 $pid 2>/dev/null || break; sleep 1
   done

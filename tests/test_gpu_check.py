@@ -21,7 +21,7 @@ HEADER = {"gpu": "NVIDIA H200", "torch": "2.11.0+cu130", "triton": "3.6.0", "tra
 def test_dry_run_lists_the_steps_and_only_selects():
     out = subprocess.run(["bash", str(SCRIPT), "--dry-run", "/tmp/unused"], capture_output=True, text=True, check=True).stdout
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["kernels", "loss", "pretrain", "decode", "plan", "train"]
-    assert "470s budget" in out
+    assert "880s budget" in out
     quick = subprocess.run(["bash", str(SCRIPT), "--quick", "--dry-run", "--only", "decode,train", "x"],
                            capture_output=True, text=True, check=True).stdout
     assert "170s budget" in quick and [line.split()[0] for line in quick.splitlines()[1:]] == ["decode", "train"]
