@@ -22,12 +22,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from qwen_cli import terminal
+
 
 class EvalProgress:
     """Per-task progress bars (``bars``) and one-line warnings (``warn``) on one console."""
 
     def __init__(self, console: Console | None = None, enabled: bool | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        self.console = console or terminal.console(stderr=True)
         enabled = self.console.is_terminal if enabled is None else enabled
         self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),

@@ -11,13 +11,16 @@ checked before the run) via ``UserError``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
+from unittest import mock
 
 from rich.console import Console
 from rich.markup import escape
 
+from qwen_cli import terminal
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_file, check_writable
 
@@ -25,8 +28,8 @@ OFFLINE_ENV = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def parse_tasks(text: str) -> list[str]:
-    from qwen_cli.evaluation.agent_eval import AGENT_TASKS
-    from qwen_cli.evaluation.registry import SPLITS
+    from qwen_cli.evaluation.agent.runner import AGENT_TASKS
+    from qwen_cli.evaluation.harness.registry import SPLITS
 
     known = [*SPLITS, *AGENT_TASKS]
     tasks = [t.strip().lower() for t in text.split(",") if t.strip()]
@@ -58,9 +61,9 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
              data: Path | None = None, judge: str | None = None) -> int:
     """Evaluate ``checkpoint`` on ``tasks`` (comma list); returns the exit status (see module doc).
     ``data``/``judge``: the agent tasks' ``--data`` and ``--judge`` (``agent_eval``)."""
-    console = console or Console(stderr=True)
+    console = console or terminal.console(stderr=True)
     names = parse_tasks(tasks)
-    from qwen_cli.evaluation.agent_eval import check_options
+    from qwen_cli.evaluation.agent.runner import check_options
 
     agent = check_options(names, data, judge)
     if num_fewshot is not None and num_fewshot < 0:
@@ -84,9 +87,9 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
         os.environ.update(OFFLINE_ENV)  # before datasets / lm_eval are imported
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
 
+    from qwen_cli.evaluation.harness.registry import DataUnavailable, resolve
+    from qwen_cli.evaluation.harness.tasks import PAPER_SHOTS, task_config
     from qwen_cli.evaluation.progress import EvalProgress
-    from qwen_cli.evaluation.registry import DataUnavailable, resolve
-    from qwen_cli.evaluation.tasks import PAPER_SHOTS, task_config
     from qwen_cli.sandbox import isolation
 
     progress = EvalProgress(console)
@@ -103,8 +106,8 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
         sources[name] = benchmark.source
 
     from qwen_cli.checkpoint import load
-    from qwen_cli.evaluation.lm_model import MIN_GEN_TOKS, QwenLM
-    from qwen_cli.evaluation.report import build_record, checkpoint_hash, render_table
+    from qwen_cli.evaluation.harness.lm_model import MIN_GEN_TOKS, QwenLM
+    from qwen_cli.evaluation.harness.report import build_record, checkpoint_hash, render_table
 
     model, tokenizer = load(checkpoint, device=device)
     model = quantize_model(model, quantize)
@@ -119,7 +122,7 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
               "device": device, "quantize": quantize, "data_sources": sources, "sandbox": isolation()}
     record = build_record(config, lm_results, skipped, lm.prompts_cut)
     if agent.tasks:
-        from qwen_cli.evaluation.agent_eval import render_agent_table, run_agent_tasks
+        from qwen_cli.evaluation.agent.runner import render_agent_table, run_agent_tasks
 
         with progress:
             found = run_agent_tasks(agent, model, tokenizer, limit=limit, seed=seed, max_gen_toks=max_gen_toks,
@@ -130,9 +133,9 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
         skipped.update(found.skipped)
     lm_tasks = [n for n in names if n not in agent.tasks]
     if lm_tasks:
-        render_table({**record, "config": {**record["config"], "tasks": lm_tasks}}, Console())
+        render_table({**record, "config": {**record["config"], "tasks": lm_tasks}}, terminal.console())
     if agent.tasks:
-        render_agent_table(record["results"], Console())
+        render_agent_table(record["results"], terminal.console())
     if out is not None:
         _write_json(out, record)
         console.print(f"wrote {out}")
@@ -141,14 +144,19 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
 
 def _evaluate(lm, configs: list[dict], limit: int | None, seed: int, max_gen_toks: int | None) -> dict:
     import lm_eval
+    import lm_eval.api.task
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_defaults=False)
-    return lm_eval.simple_evaluate(model=lm, tasks=configs, limit=limit, task_manager=manager,
-                                   log_samples=True, random_seed=seed, numpy_random_seed=seed,
-                                   torch_random_seed=seed, fewshot_random_seed=seed, bootstrap_iters=0,
-                                   gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
-                                   confirm_run_unsafe_code=True)
+    # lm-eval draws a tqdm bar per task while it builds requests, with no switch to turn it off; our own
+    # bars (EvalProgress) already show the run, so its bars are silenced rather than mixed into the output
+    quiet = functools.partial(lm_eval.api.task.tqdm, disable=True)
+    with mock.patch.object(lm_eval.api.task, "tqdm", quiet):
+        return lm_eval.simple_evaluate(model=lm, tasks=configs, limit=limit, task_manager=manager,
+                                       log_samples=True, random_seed=seed, numpy_random_seed=seed,
+                                       torch_random_seed=seed, fewshot_random_seed=seed, bootstrap_iters=0,
+                                       gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
+                                       confirm_run_unsafe_code=True)
 
 
 def _write_json(path: Path, record: dict) -> None:

@@ -25,8 +25,8 @@ from qwen_cli.checkpoint import load_model
 from qwen_cli.data.chat_template import ChatTemplate
 from qwen_cli.data.preference import read_prompts
 from qwen_cli.errors import UserError
-from qwen_cli.evaluation.preference import gold_accuracy, reply_logprobs
-from qwen_cli.evaluation.reward_report import render, score_checkpoint
+from qwen_cli.evaluation.reward.preference import gold_accuracy, reply_logprobs
+from qwen_cli.evaluation.reward.report import render, score_checkpoint
 from qwen_cli.fsutil import atomic_file
 from qwen_cli.model import QwenModel
 from qwen_cli.model.config import ABOVE_ZERO, NON_NEGATIVE, POSITIVE

@@ -47,6 +47,8 @@ The peak is taken at the end of the forward pass, when all of these are alive. N
 CUDA context, NCCL buffers and allocator fragmentation (budget a few GB), and ``train.compile``,
 which usually saves fewer tensors than eager mode. The three memory columns are the three
 ``train.activation_checkpointing`` modes (``train.activation_checkpoint``); the recipe's own is marked.
+Below them, per mode, the largest micro batch that fits (one that divides the step into whole micro
+steps), and when the recipe's own setting does not fit, the ``--set`` overrides that would.
 
 Time: FLOPs per token are the trainer's MFU numerator (``QwenModel.flops_per_token``: 6·N_matmul +
 12·L·d·seq_len); days = steps · batch_tokens · FLOPs per token / (G · peak · MFU) / 86400, with
@@ -157,31 +159,46 @@ def plan(recipe: Recipe, cluster: Cluster) -> dict:
                         config.num_heads, config.head_dim)
     v, layers = config.vocab_size, config.num_layers
     c = 2 if t.dtype == "bfloat16" else 4
-    tokens = t.micro_batch_size * seq
     mixed = g > 1 and c == 2  # FSDP2 MixedPrecisionPolicy (qwen_cli.train.distributed.mixed_precision)
-    chunk = min(t.loss_chunk_tokens or max(TUNE_CHUNKS), tokens)  # 0: measured on the GPU, at most this
-    chunk = -(-tokens // -(-tokens // chunk))  # the loss kernel's equal chunks
     fused = config.kernels != "torch"
     per_layer = (8 if fused else 16) * d + c * (5 * d + 3 * dkv + (3 if fused else 4) * f) + 4 * h + 8
-    loss = tokens * (8 + 8 * hd + (8 if fused else 12) * d + 4) + 4 * v * d + 4 * chunk * v
-    if c == 2:
-        loss += 4 * tokens * d + 8 * v * d + 6 * chunk * v
-    shared = {
-        "parameters": 4 * n // g,
-        "gradients": 4 * n // g,
-        "optimizer": 8 * n // g,
-        "fsdp_gathered": (c if mixed else 4) * (root + 2 * block) if g > 1 else 0,
-        "loss": loss,
-    }
-    memory = {}
-    for name, mode in COLUMNS.items():
-        kept = sum(not checkpointed(mode, i) for i in range(layers))  # blocks that keep their activations
-        recompute = kept < layers  # one checkpointed block's activations and weight copy while it reruns
-        copies = 2 * (kept + recompute) * block_matmul
-        activations = kept * tokens * per_layer + (layers - kept) * tokens * 4 * d + recompute * tokens * per_layer
-        parts = {**shared, "weight_copies": copies if c == 2 and not mixed else 0, "activations": activations}
-        total = sum(parts.values())
-        memory[name] = {**parts, "total": total, "fits": total <= cluster.gpu_memory}
+
+    def loss_chunk(tokens: int) -> int:
+        chunk = min(t.loss_chunk_tokens or max(TUNE_CHUNKS), tokens)  # 0: measured on the GPU, at most this
+        return -(-tokens // -(-tokens // chunk))  # the loss kernel's equal chunks
+
+    def memory_per_gpu(micro_batch: int) -> dict:
+        """Bytes per GPU under each activation-checkpointing mode at this micro batch size."""
+        tokens, chunk = micro_batch * seq, loss_chunk(micro_batch * seq)
+        loss = tokens * (8 + 8 * hd + (8 if fused else 12) * d + 4) + 4 * v * d + 4 * chunk * v
+        if c == 2:
+            loss += 4 * tokens * d + 8 * v * d + 6 * chunk * v
+        shared = {
+            "parameters": 4 * n // g,
+            "gradients": 4 * n // g,
+            "optimizer": 8 * n // g,
+            "fsdp_gathered": (c if mixed else 4) * (root + 2 * block) if g > 1 else 0,
+            "loss": loss,
+        }
+        memory = {}
+        for name, mode in COLUMNS.items():
+            kept = sum(not checkpointed(mode, i) for i in range(layers))  # blocks that keep their activations
+            recompute = kept < layers  # one checkpointed block's activations and weight copy while it reruns
+            copies = 2 * (kept + recompute) * block_matmul
+            activations = (kept * tokens * per_layer + (layers - kept) * tokens * 4 * d
+                           + recompute * tokens * per_layer)
+            parts = {**shared, "weight_copies": copies if c == 2 and not mixed else 0, "activations": activations}
+            total = sum(parts.values())
+            memory[name] = {**parts, "total": total, "fits": total <= cluster.gpu_memory}
+        return memory
+
+    tokens = t.micro_batch_size * seq
+    memory = memory_per_gpu(t.micro_batch_size)
+    # micro batch sizes the step allows (a whole number of micro steps), and per mode the largest that fits
+    sizes = [m for m in range(1, t.batch_tokens // (seq * g) + 1) if t.batch_tokens % (m * seq * g) == 0]
+    for name in COLUMNS:
+        memory[name]["largest_micro_batch"] = max(
+            (m for m in sizes if memory_per_gpu(m)[name]["fits"]), default=None)
 
     flops_per_token = model.flops_per_token(seq)
     train_tokens = steps * t.batch_tokens
@@ -193,7 +210,8 @@ def plan(recipe: Recipe, cluster: Cluster) -> dict:
                   "block_parameters": block, "root_parameters": root},
         "cluster": {"gpus": g, "gpu_memory": cluster.gpu_memory, "mfu": cluster.mfu, "peak_flops": cluster.peak_flops},
         "batch": {"seq_len": seq, "micro_batch_size": t.micro_batch_size, "accum_steps": t.batch_tokens // per_micro,
-                  "tokens_per_micro_batch": tokens, "tokens_per_step": t.batch_tokens, "loss_chunk_tokens": chunk},
+                  "tokens_per_micro_batch": tokens, "tokens_per_step": t.batch_tokens,
+                  "loss_chunk_tokens": loss_chunk(tokens)},
         "compute_dtype": t.dtype,
         "activation_checkpointing": t.activation_checkpointing,
         "fsdp_mixed_precision": mixed,
@@ -210,6 +228,21 @@ def plan(recipe: Recipe, cluster: Cluster) -> dict:
 
 def _gb(x: float) -> str:
     return f"{x / 1e9:,.1f} GB"
+
+
+def advice(p: dict) -> str | None:
+    """When the recipe's own setting does not fit: the ``--set`` overrides that would (else None)."""
+    memory, mode = p["memory_per_gpu"], p["activation_checkpointing"]
+    if memory[next(key for key, value in COLUMNS.items() if value == mode)]["fits"]:
+        return None
+    changes = []
+    for key, other in sorted(COLUMNS.items(), key=lambda item: item[1] != mode):  # the recipe's mode first
+        ac = [] if other == mode else [f"train.activation_checkpointing={other}"]
+        micro = [] if memory[key]["fits"] else [f"train.micro_batch_size={memory[key]['largest_micro_batch']}"]
+        if memory[key]["largest_micro_batch"] and ac + micro:
+            changes.append(" ".join(f"--set {change}" for change in ac + micro))
+    where = f"AC {mode} with micro batch {p['batch']['micro_batch_size']} does not fit"
+    return f"{where}: {' or '.join(changes)}" if changes else f"{where}, nor does any micro batch: use more GPUs"
 
 
 def render(p: dict) -> str:
@@ -238,9 +271,12 @@ def render(p: dict) -> str:
     ]
     lines += [f"{label:<40}" + "".join(f"{_gb(m[key]):>14}" for m in columns) for label, key in rows]
     fits = {True: "fits", False: "does not fit"}
+    largest = [str(m["largest_micro_batch"] or "none") for m in columns]
     lines += [
         f"{'total (peak, end of forward)':<40}" + "".join(f"{_gb(m['total']):>14}" for m in columns),
         f"{'in ' + _gb(cl['gpu_memory']):<40}" + "".join(f"{fits[m['fits']]:>14}" for m in columns),
+        f"{'largest micro batch that fits':<40}" + "".join(f"{size:>14}" for size in largest),
+        *([advice(p)] if advice(p) else []),
         f"activations: {p['activation_bytes_per_layer_token']:,} bytes per layer per token ("
         + ("8d + c(5d + 3d_kv + 3f) + 4h + 8, Triton kernels)" if p["kernels"] == "triton"
            else "16d + c(5d + 3d_kv + 4f) + 4h + 8, plain torch)"),

@@ -27,7 +27,7 @@ from qwen_cli.data.chat_template import DEFAULT_SYSTEM, ChatTemplate
 from qwen_cli.data.preference import EncodedPair, PairStats, encode_pairs, pair_batch, read_pairs
 from qwen_cli.data.shards import ORDER_FORMAT, BatchLayout, EpochPermutation, ResumableBatches
 from qwen_cli.errors import UserError
-from qwen_cli.evaluation.preference import load_test_pairs, pair_rewards, pairwise_loss, set_name
+from qwen_cli.evaluation.reward.preference import load_test_pairs, pair_rewards, pairwise_loss, set_name
 from qwen_cli.model import Block, ModelConfig
 from qwen_cli.model.config import ABOVE_ZERO, NON_NEGATIVE, POSITIVE
 from qwen_cli.model.heads import ScalarHeadModel

@@ -24,6 +24,7 @@ from rich.markup import escape
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from qwen_cli import terminal
 from qwen_cli.checkpoint import load_model
 from qwen_cli.data.chat_format import read_chat_jsonl
 from qwen_cli.data.chat_template import DEFAULT_SYSTEM, ChatStats, ChatTemplate, Sample, encode_conversations
@@ -199,7 +200,7 @@ class SFTStage(LanguageModelStage):
     def train_batches(self, layout: BatchLayout) -> ChatBatches:
         if layout.rank == 0:
             s = self.stats
-            Console(stderr=True, highlight=False).print(
+            terminal.console(stderr=True).print(
                 f"sft data: {s.conversations} conversations, {s.tokens:,} tokens ({s.supervised_tokens:,} "
                 f"supervised); truncated: {s.truncated_turns} by oldest turns, {s.truncated_tail} at the tail; "
                 f"dropped {s.dropped}; bad lines skipped {s.skipped_lines}; {len(self.val_samples)} validation")

@@ -13,9 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from qwen_cli import terminal
 from qwen_cli.checkpoint.model_dir import copy_with_config, load, read_config
 from qwen_cli.errors import UserError
-from qwen_cli.evaluation.long_context import (
+from qwen_cli.evaluation.long_context.sweep import (
     MAX_CONTEXT,
     Method,
     check_context,
@@ -31,6 +32,7 @@ from qwen_cli.evaluation.long_context import (
 from qwen_cli.fsutil import atomic_file
 from qwen_cli.interop.qwen2 import hf_limitations
 from qwen_cli.model.config import ROPE_NTK
+from qwen_cli.terminal import print_table
 
 
 def parse_lengths(text: str | None, trained: int) -> list[int]:
@@ -73,7 +75,7 @@ def render(result: dict, console: Console) -> None:
         table.add_column(str(length), justify="right")
     for name, row in result["perplexity"].items():
         table.add_row(name, *("-" if row[length] is None else f"{row[length]:.2f}" for length in result["lengths"]))
-    console.print(table)
+    print_table(console, table)
 
 
 def sweep(checkpoint: Path, corpus: list[str], lengths_list: list[int], rows: list[Method], tokens: int,
@@ -97,7 +99,7 @@ def run(checkpoint: Path, out: Path | None, max_length: int | None, ntk: str, lo
         raise UserError(f"--ntk {ntk!r}: expected one of {', '.join(ROPE_NTK)}")
     if max_length is not None:
         check_context("--max-length", max_length)
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    console = terminal.console(stderr=True)
     config = read_config(checkpoint)
     trained = check_context("--train-length" if train_length else f"{checkpoint}: training length",
                             train_length or trained_length(checkpoint, config))
@@ -116,4 +118,4 @@ def run(checkpoint: Path, out: Path | None, max_length: int | None, ntk: str, lo
     if as_json:
         print(json.dumps(result, indent=2))
     else:
-        render(result, Console())
+        render(result, terminal.console())

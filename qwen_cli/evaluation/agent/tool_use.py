@@ -5,7 +5,7 @@ ReAct prompt: up to five candidate tools and the question) and ``response`` (the
 A reference reply holding an ``Action:`` line is a *positive* item (a tool is needed), one without
 is *negative*. The official positive and negative files can be concatenated into one file
 (``cat exam_plugin_v1_react_positive.jsonl exam_plugin_v1_react_negative.jsonl > plugin.jsonl``);
-``agent_data/tool_use.jsonl`` is our own small set in the same format.
+``data/tool_use.jsonl`` is our own small set in the same format.
 
 The model answers each prompt once, as the user turn of a chat; generation stops at
 ``Observation:`` (nothing is called: the tools are descriptions only). Scores, as Qwen's
@@ -32,7 +32,7 @@ from qwen_cli.data.chat_template import DEFAULT_SYSTEM
 from qwen_cli.data.jsonl import read_jsonl_lines
 from qwen_cli.errors import UserError
 
-PACKAGED = Path(__file__).with_name("agent_data") / "tool_use.jsonl"
+PACKAGED = Path(__file__).with_name("data") / "tool_use.jsonl"
 
 @dataclass(frozen=True)
 class ToolUseItem:

@@ -16,9 +16,38 @@ from rich.table import Table
 from qwen_cli.checkpoint import load_model
 from qwen_cli.checkpoint.reward_dir import is_reward_dir, load_reward_model
 from qwen_cli.data.chat_template import DEFAULT_SYSTEM, ChatTemplate
+from qwen_cli.data.preference import read_pairs
 from qwen_cli.errors import UserError
-from qwen_cli.evaluation.preference import likelihood_accuracy, load_test_pairs, reward_accuracy, set_name
+from qwen_cli.evaluation.reward.preference import (
+    likelihood_accuracy,
+    load_test_pairs,
+    reward_accuracy,
+    set_name,
+)
+from qwen_cli.terminal import print_table
 from qwen_cli.tokenizer import load_tokenizer
+
+
+def set_names(files: list[Path]) -> list[str]:
+    """The display name of each test set; two sets may not share one."""
+    names: list[str] = []
+    for path in files:
+        name = set_name(path)
+        if name in names:
+            raise UserError(f"{path}: two test sets are named {name!r} (rename one file)")
+        names.append(name)
+    return names
+
+
+def check_inputs(checkpoints: list[Path], files: list[Path]) -> None:
+    """What ``qwen rlhf score`` would fail on, found before any model loads: a checkpoint that is not a
+    directory, a test set that is not readable preference pairs, two test sets with one name."""
+    for checkpoint in checkpoints:
+        if not checkpoint.is_dir():
+            raise UserError(f"{checkpoint}: not a model directory (a test set belongs after --pairs)")
+    for path in files:
+        read_pairs(path)
+    set_names(files)
 
 
 def score_checkpoint(checkpoint: Path, files: list[Path], seq_len: int = 2048,
@@ -31,10 +60,7 @@ def score_checkpoint(checkpoint: Path, files: list[Path], seq_len: int = 2048,
     seq_len = min(seq_len, model.config.max_position_embeddings)
     sets = {}
     with torch.inference_mode():
-        for path in files:
-            name = set_name(path)
-            if name in sets:
-                raise UserError(f"{path}: two test sets are named {name!r} (rename one file)")
+        for name, path in zip(set_names(files), files, strict=True):
             pairs = load_test_pairs(path, template, seq_len)
             score = reward_accuracy if reward else likelihood_accuracy
             sets[name] = score(model, pairs, tokenizer.eot_id)
@@ -54,4 +80,4 @@ def render(results: list[dict], labels: list[str], console: Console) -> None:
             s = result["sets"].get(name)
             cells.append(f"{100 * s['accuracy']:.2f} ({s['margin']:+.3f})" if s else "-")
         table.add_row(label, *cells)
-    console.print(table)
+    print_table(console, table)

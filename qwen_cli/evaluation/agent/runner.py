@@ -21,11 +21,12 @@ from rich.console import Console
 from rich.table import Table
 
 from qwen_cli.errors import UserError
-from qwen_cli.evaluation.judge import Judge
+from qwen_cli.evaluation.agent.judge import Judge
 from qwen_cli.evaluation.progress import EvalProgress
+from qwen_cli.terminal import print_table
 
 AGENT_TASKS = ("code-interpreter", "tool-use")
-REFERENCE_FILE = Path(__file__).with_name("agent_reference.json")
+REFERENCE_FILE = Path(__file__).with_name("reference_scores.json")
 VIS_SKIPPED = "code-interpreter:visualization-correctness"
 DEFAULT_GEN_TOKS = 512
 COUNTS = {"executable_math": ("n_math",), "executable_visualization": ("n_vis_hard", "n_vis_easy"),
@@ -67,7 +68,7 @@ def check_options(tasks: list[str], data: Path | None, judge: str | None) -> Age
             raise UserError(f"--data {data}: no such file")
     if judge is not None and "code-interpreter" not in agent:
         raise UserError("--judge scores code-interpreter visualisation tasks: add code-interpreter to --tasks")
-    from qwen_cli.evaluation import code_interpreter_data, tool_use
+    from qwen_cli.evaluation.agent import code_interpreter_data, tool_use
 
     loaders = {"code-interpreter": code_interpreter_data.load_tasks, "tool-use": tool_use.load_items}
     return AgentOptions(agent, data, Judge(judge) if judge is not None else None,
@@ -78,7 +79,7 @@ def run_agent_tasks(options: AgentOptions, model, tokenizer, *, limit: int | Non
                     max_gen_toks: int | None, progress: EvalProgress, images_dir: Path | None) -> AgentResults:
     """Run every agent task of ``options`` on the loaded chat model."""
     from qwen_cli.agent.react import model_completer
-    from qwen_cli.evaluation import code_interpreter, code_interpreter_data, tool_use
+    from qwen_cli.evaluation.agent import code_interpreter, code_interpreter_data, tool_use
 
     found = AgentResults()
     calls = {"model_calls": 0, "calls_over_window": 0}
@@ -136,7 +137,7 @@ def render_agent_table(results: dict, console: Console) -> None:
     reference = json.loads(REFERENCE_FILE.read_text())
     columns = reference["columns"]
     table = Table(title="qwen eval agent tasks (reference: Qwen-Chat, report Tables 6-8 and the 20231206 "
-                        "benchmark page; see agent_reference.json)")
+                        "benchmark page; see evaluation/agent/reference_scores.json)")
     for column in ("task", "metric", "n", "ours", *columns):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right")
     for task in AGENT_TASKS:
@@ -150,4 +151,4 @@ def render_agent_table(results: dict, console: Console) -> None:
                 ours = "[yellow]skipped[/]"
             table.add_row(task if i == 0 else "", row["label"], str(count), ours,
                           *(f"{row[c]:.1f}" if c in row else "-" for c in columns))
-    console.print(table)
+    print_table(console, table)

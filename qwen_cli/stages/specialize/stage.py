@@ -3,17 +3,17 @@
 One run directory holds the whole specialisation::
 
     RUN/manifest.json       kind, recipe, base, data counts, decontamination counts, stages, measurements
-    RUN/data/               the decontaminated data sets (``qwen_cli.stages.specialize_data``)
+    RUN/data/               the decontaminated data sets (``qwen_cli.stages.specialize.datasets``)
     RUN/init/STAGE/         a stage's starting model with its context grown (only when it grows)
     RUN/stages/STAGE/       each stage's trainer run: recipe.toml, metrics.jsonl, checkpoints/, final/
 
-The recipe (``qwen_cli.stages.specialize_recipe``) is planned and checked in full before anything
+The recipe (``qwen_cli.stages.specialize.recipe``) is planned and checked in full before anything
 runs. Then the data is built, and the stages run in order with the shared trainer, each from the
 previous one's final model; each is an ordinary ``qwen pretrain`` / ``qwen sft`` run, so it
 checkpoints, stops on SIGINT/SIGTERM (exit 130/143) and resumes exactly. ``--resume`` continues
 the run: the data is reused (if built with the same settings), finished stages are recognised
 as finished, the interrupted one resumes from its newest checkpoint. After the last stage the
-measurements of ``qwen_cli.stages.specialize_eval`` are written to the manifest.
+measurements of ``qwen_cli.stages.specialize.evaluate`` are written to the manifest.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from rich.table import Table
 from qwen_cli.checkpoint.convert import check_checkpoint
 from qwen_cli.checkpoint.model_dir import copy_with_config, read_config
 from qwen_cli.errors import UserError
-from qwen_cli.evaluation.registry import read_jsonl
+from qwen_cli.evaluation.harness.registry import read_jsonl
 from qwen_cli.fsutil import atomic_file
-from qwen_cli.stages import specialize_data, specialize_eval
 from qwen_cli.stages.pretrain import PretrainStage
 from qwen_cli.stages.sft import SFTStage
-from qwen_cli.stages.specialize_recipe import DATA, INIT, STAGES, Plan, plan
+from qwen_cli.stages.specialize import datasets, evaluate
+from qwen_cli.stages.specialize.recipe import DATA, INIT, STAGES, Plan, plan
+from qwen_cli.terminal import print_table
 from qwen_cli.train.trainer import run_stage
 
 MANIFEST = "manifest.json"
@@ -79,24 +80,24 @@ def _models(run: Plan) -> dict[str, Path]:
 
 
 def measure(run: Plan, run_dir: Path, console: Console) -> dict:
-    """The kind's measurements (see ``specialize_eval``) for every model of :func:`_models`."""
+    """The kind's measurements (see ``evaluate``) for every model of :func:`_models`."""
     e, data = run.top.evaluate, run_dir / DATA
     models = _models(run)
     if run.top.specialize.kind == "code":
         if not e.code_windows:
             return {}
-        texts = [row["text"] for row in read_jsonl(data / specialize_data.HELDOUT_CODE)]
+        texts = [row["text"] for row in read_jsonl(data / datasets.HELDOUT_CODE)]
         lengths = list(e.lengths) or [max(s.recipe.data.seq_len for s in run.stages)]
         console.print(f"measuring held-out code perplexity ({e.code_windows} windows at {lengths} tokens) ...")
-        scores = {name: specialize_eval.perplexity(path, texts, lengths, e.code_windows, e.batch_size)
+        scores = {name: evaluate.perplexity(path, texts, lengths, e.code_windows, e.batch_size)
                   for name, path in models.items()}
         return {"metric": "heldout_code_perplexity", "documents": len(texts), "windows": e.code_windows,
                 "scores": scores}
     if not e.math_items:
         return {}
-    rows = read_jsonl(data / specialize_data.HELDOUT_MATH / "test.jsonl")[: e.math_items]
+    rows = read_jsonl(data / datasets.HELDOUT_MATH / "test.jsonl")[: e.math_items]
     console.print(f"measuring held-out math exact match ({len(rows)} questions, greedy, ChatML) ...")
-    scores = {name: specialize_eval.math_exact_match(path, rows, e.max_new_tokens, e.batch_size, e.temperature)
+    scores = {name: evaluate.math_exact_match(path, rows, e.max_new_tokens, e.batch_size, e.temperature)
               for name, path in models.items()}
     return {"metric": "heldout_math_exact_match", "items": len(rows), "scores": scores}
 
@@ -112,7 +113,7 @@ def _print_scores(measured: dict, console: Console) -> None:
         table.add_column(f"ppl @ {column}" if column.isdigit() else column, justify="right")
     for name, score in measured["scores"].items():
         table.add_row(name, *(f"{score[c]:.3f}" if c.isdigit() else f"{score[c]:.1%}" for c in columns))
-    console.print(table)
+    print_table(console, table)
 
 
 def _check_inputs(run: Plan) -> None:
@@ -142,7 +143,7 @@ def specialize(kind: str, recipe_path: Path, overrides: list[str], out: Path | N
     check_checkpoint(run.stages[0].source)  # the base's weights, before the data is built
     _check_run_dir(run_dir, resume, overwrite)
     run_dir.mkdir(parents=True, exist_ok=True)
-    built = specialize_data.build(run.top, run_dir / DATA, console)
+    built = datasets.build(run.top, run_dir / DATA, console)
     manifest = {"kind": kind, "recipe": str(recipe_path), "overrides": overrides, "base": run.top.specialize.base,
                 "data": built["data"], "decontamination": built["decontamination"], "stages": [], "evaluation": {}}
     _write(run_dir, manifest)

@@ -37,16 +37,16 @@ import re
 from collections.abc import Callable
 
 from qwen_cli.errors import UserError
-from qwen_cli.evaluation import scoring
-from qwen_cli.evaluation.passk import pass_at_k
-from qwen_cli.evaluation.progress import EvalProgress
-from qwen_cli.evaluation.registry import (
+from qwen_cli.evaluation.harness import scoring
+from qwen_cli.evaluation.harness.passk import pass_at_k
+from qwen_cli.evaluation.harness.registry import (
     Benchmark,
     DataUnavailable,
     lm_eval_literal,
     lm_eval_task,
     lm_eval_yaml,
 )
+from qwen_cli.evaluation.progress import EvalProgress
 from qwen_cli.sandbox import Limits, run_programs
 
 PAPER_SHOTS = {"mmlu": 5, "ceval": 5, "gsm8k": 8, "math": 4, "humaneval": 0, "mbpp": 3, "bbh": 3,

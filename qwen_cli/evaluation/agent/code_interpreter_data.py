@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from qwen_cli.data.jsonl import read_jsonl_lines
 from qwen_cli.errors import UserError
 
-PACKAGED = Path(__file__).with_name("agent_data") / "code_interpreter.jsonl"
+PACKAGED = Path(__file__).with_name("data") / "code_interpreter.jsonl"
 CATEGORY_TAGS = {"math": "math", "ci_math_code": "math", "gsm8k": "math", "visualization": "visualization",
                  "ci_plot": "visualization", "general": "general", "ci_open_questions": "general"}
 END_OF_TURN, ASSISTANT = "<|im_end|>", "<|im_start|>assistant"

@@ -18,7 +18,7 @@ from qwen_cli.data.preference import (
     read_pairs,
     read_prompts,
 )
-from qwen_cli.evaluation.scoring import gsm8k_correct
+from qwen_cli.evaluation.harness.scoring import gsm8k_correct
 from qwen_cli.inference.generate import generate
 from qwen_cli.model import QwenModel
 from qwen_cli.model.heads import ScalarHeadModel

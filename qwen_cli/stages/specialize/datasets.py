@@ -34,7 +34,7 @@ from qwen_cli.data.decontaminate import Decontaminator
 from qwen_cli.data.encode import encode_corpus
 from qwen_cli.data.splits import is_heldout
 from qwen_cli.errors import UserError
-from qwen_cli.evaluation.registry import DataUnavailable, resolve
+from qwen_cli.evaluation.harness.registry import DataUnavailable, resolve
 from qwen_cli.fsutil import atomic_dir
 from qwen_cli.recipe import Recipe
 

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from qwen_cli.checkpoint.files import sha256_file
+from qwen_cli.terminal import print_table
 
 REFERENCE_FILE = Path(__file__).with_name("reference_scores.json")
 
@@ -94,7 +95,7 @@ def render_table(record: dict, console: Console) -> None:
     prompt was cut to fit the model's window."""
     reference = reference_scores()
     models = list(reference["models"])
-    table = Table(title="qwen eval (reference columns: published Qwen base-model scores, see reference_scores.json)")
+    table = Table(title="qwen eval (reference columns: published Qwen base-model scores, see evaluation/harness/reference_scores.json)")
     for column in ("task", "shots", "metric", "n", "cut", "ours", *models):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right")
     shots = record["config"].get("shots", {})
@@ -109,4 +110,4 @@ def render_table(record: dict, console: Console) -> None:
         cut = record["prompts_cut"].get(task, 0)
         table.add_row(task, str(shots.get(task, "")), metric, str(counts.get(task, "")),
                       f"[yellow]{cut}[/]" if cut else "0", "-" if ours is None else f"{ours:.1f}", *paper)
-    console.print(table)
+    print_table(console, table)

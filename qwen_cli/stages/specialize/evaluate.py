@@ -7,7 +7,7 @@
   only in how much context each prediction sees); the loss is the mean next-token cross-entropy.
 * **math**: exact match on the held-out math questions, asked the way a chat model is used: the
   ChatML prompt (default system prompt, the question as the user turn), greedy decoding (the
-  report's setting), the reply compared with :func:`qwen_cli.evaluation.tasks.exact_answer`.
+  report's setting), the reply compared with :func:`qwen_cli.evaluation.harness.tasks.exact_answer`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from qwen_cli.checkpoint import load
 from qwen_cli.data.jinja_chat import chat_template_for
 from qwen_cli.data.shards import lm_batch
-from qwen_cli.evaluation.tasks import exact_answer
+from qwen_cli.evaluation.harness.tasks import exact_answer
 from qwen_cli.inference.generate import generate
 from qwen_cli.stages.losses import causal_lm_loss
 

@@ -28,8 +28,8 @@ from pathlib import Path
 from qwen_cli.agent.react import Episode, Step, parse_reply, run_episode
 from qwen_cli.agent.tools import Observation, PythonTool
 from qwen_cli.data.react import OBSERVATION, TOOL_SPECS, observation_text
-from qwen_cli.evaluation.code_interpreter_data import CodeTask
-from qwen_cli.evaluation.judge import Judge
+from qwen_cli.evaluation.agent.code_interpreter_data import CodeTask
+from qwen_cli.evaluation.agent.judge import Judge
 from qwen_cli.sandbox import Limits
 
 MAX_STEPS = {"math": 3, "visualization": 3, "general": 1}

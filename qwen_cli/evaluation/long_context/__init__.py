@@ -1,0 +1,1 @@
+"""``qwen extend-context``: training-free context extension and its perplexity sweep (report §2.5)."""
