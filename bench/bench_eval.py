@@ -31,9 +31,9 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
 
     from qwen_cli.checkpoint import save_model
-    from qwen_cli.evaluation.lm_model import QwenLM
-    from qwen_cli.evaluation.registry import resolve
-    from qwen_cli.evaluation.tasks import task_config
+    from qwen_cli.evaluation.harness.lm_model import QwenLM
+    from qwen_cli.evaluation.harness.registry import resolve
+    from qwen_cli.evaluation.harness.tasks import task_config
     from qwen_cli.model import ModelConfig, QwenModel
     from qwen_cli.tokenizer import load_tokenizer
 

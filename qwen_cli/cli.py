@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from qwen_cli.commands.help import UntaggedHelpGroup
 from qwen_cli.errors import UserError
 
 COMMAND_MODULES = (
@@ -35,6 +36,7 @@ COMMAND_MODULES = (
 
 app = typer.Typer(
     name="qwen",
+    cls=UntaggedHelpGroup,
     help="Reproduce the Qwen (v1) model lineage: tokenize, pretrain, sft, rlhf, specialize, extend-context, eval, chat, convert.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

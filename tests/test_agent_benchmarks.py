@@ -17,11 +17,11 @@ from rouge_score import rouge_scorer
 from sandbox_forgery import FORGER
 
 from qwen_cli.errors import UserError
-from qwen_cli.evaluation import code_interpreter, tool_use
-from qwen_cli.evaluation.code_interpreter import CodeTask, numbers, run_code_interpreter, run_task
-from qwen_cli.evaluation.code_interpreter_data import limit_tasks, load_tasks
-from qwen_cli.evaluation.judge import Judge, parse_verdict
-from qwen_cli.evaluation.tool_use import ToolUseItem, lcs_length, load_items, rouge_l, run_tool_use
+from qwen_cli.evaluation.agent import code_interpreter, tool_use
+from qwen_cli.evaluation.agent.code_interpreter import CodeTask, numbers, run_code_interpreter, run_task
+from qwen_cli.evaluation.agent.code_interpreter_data import limit_tasks, load_tasks
+from qwen_cli.evaluation.agent.judge import Judge, parse_verdict
+from qwen_cli.evaluation.agent.tool_use import ToolUseItem, lcs_length, load_items, rouge_l, run_tool_use
 from qwen_cli.sandbox import Limits
 from qwen_cli.tokenizer import load_tokenizer
 

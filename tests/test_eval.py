@@ -21,13 +21,13 @@ from rich.console import Console
 
 from qwen_cli.checkpoint import save_model
 from qwen_cli.errors import UserError
-from qwen_cli.evaluation import scoring
-from qwen_cli.evaluation.lm_model import MIN_GEN_TOKS, QwenLM
+from qwen_cli.evaluation.harness import scoring
+from qwen_cli.evaluation.harness.lm_model import MIN_GEN_TOKS, QwenLM
+from qwen_cli.evaluation.harness.registry import DataUnavailable, resolve
+from qwen_cli.evaluation.harness.report import reference_scores
+from qwen_cli.evaluation.harness.tasks import task_config
 from qwen_cli.evaluation.progress import EvalProgress
-from qwen_cli.evaluation.registry import DataUnavailable, resolve
-from qwen_cli.evaluation.report import reference_scores
 from qwen_cli.evaluation.runner import run_eval
-from qwen_cli.evaluation.tasks import task_config
 from qwen_cli.inference.generate import generate
 from qwen_cli.model import ModelConfig, QwenModel
 from qwen_cli.tokenizer import load_tokenizer
@@ -289,8 +289,8 @@ def test_unknown_task_is_a_one_line_error(tiny):
     proc = subprocess.run([sys.executable, "-m", "qwen_cli.cli", "eval", str(directory), "--tasks", "mmlu,nope"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
-    from qwen_cli.evaluation.agent_eval import AGENT_TASKS
-    from qwen_cli.evaluation.registry import SPLITS
+    from qwen_cli.evaluation.agent.runner import AGENT_TASKS
+    from qwen_cli.evaluation.harness.registry import SPLITS
 
     assert [*SPLITS][:10] == ["gsm8k", "math", "mmlu", "ceval", "humaneval", "mbpp", "bbh", "math_heldout",
                               "math401", "math23k"] and AGENT_TASKS == ("code-interpreter", "tool-use")

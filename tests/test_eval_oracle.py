@@ -20,9 +20,9 @@ import pytest
 from lm_eval.api.model import LM
 from lm_eval.tasks import TaskManager
 
-from qwen_cli.evaluation.registry import lm_eval_literal, lm_eval_yaml, read_jsonl, resolve
-from qwen_cli.evaluation.report import build_record, primary_score
-from qwen_cli.evaluation.tasks import LETTERS, task_config
+from qwen_cli.evaluation.harness.registry import lm_eval_literal, lm_eval_yaml, read_jsonl, resolve
+from qwen_cli.evaluation.harness.report import build_record, primary_score
+from qwen_cli.evaluation.harness.tasks import LETTERS, task_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 METRIC = {"mmlu": "acc", "ceval": "acc", "gsm8k": "exact_match", "math": "exact_match", "bbh": "exact_match",

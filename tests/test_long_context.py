@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from qwen_cli.checkpoint import load_model, save_model
-from qwen_cli.evaluation.long_context import length_chunks, parse_window_spec
+from qwen_cli.evaluation.long_context.sweep import length_chunks, parse_window_spec
 from qwen_cli.interop import qwen1
 from qwen_cli.interop.qwen2 import config_from_hf, config_to_hf
 from qwen_cli.kernels.attention import attention, eager_attention

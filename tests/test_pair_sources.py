@@ -14,8 +14,8 @@ import pytest
 import typer
 
 from qwen_cli.commands.rlhf_pairs import pairs as pairs_command
-from qwen_cli.evaluation.registry import package_dir, read_jsonl
-from qwen_cli.evaluation.tasks import mbpp_program
+from qwen_cli.evaluation.harness.registry import package_dir, read_jsonl
+from qwen_cli.evaluation.harness.tasks import mbpp_program
 from qwen_cli.rl.pairs import SOURCES, build, output
 from qwen_cli.sandbox import Limits, run_programs
 

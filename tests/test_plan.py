@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -172,3 +173,33 @@ def test_readme_plan_table_is_what_the_plan_computes():
             shown = f"{memory[key]['total'] / 1e9:.1f} GB" + ("" if memory[key]["fits"] else " ✗")
             assert cell.strip() == shown, (name, gpus, key)
         assert steps.strip() == f"{p['steps']:,}" and days.strip() == f"{p['days']:.1f}"
+
+
+@pytest.mark.timeout(60)
+def test_plan_names_the_largest_micro_batch_that_fits_and_what_to_set():
+    """qwen-7b on 8 × 40 GB: its micro batch 4 fits only with full checkpointing, and the plan says so."""
+    from qwen_cli.stages.plan import COLUMNS, advice, render
+
+    recipe = load_recipe(ROOT / "recipes" / "qwen-7b" / "pretrain.toml", sections=SECTIONS)
+    cluster = Cluster(gpus=8, gpu_memory=40 * 10**9)
+    p = plan(recipe, cluster)
+    memory = p["memory_per_gpu"]
+    assert p["activation_checkpointing"] == "none" and p["batch"]["micro_batch_size"] == 4
+    assert [memory[key]["largest_micro_batch"] for key in COLUMNS] == [None, 1, 4]
+    per_micro = recipe.data.seq_len * cluster.gpus
+    allowed = [m for m in range(1, 65) if recipe.train.batch_tokens % (m * per_micro) == 0]
+    for key, mode in COLUMNS.items():  # the largest that fits does, and the next allowed size does not
+        largest = memory[key]["largest_micro_batch"] or 0
+        following = min(m for m in allowed if m > largest)
+        for micro, fits in ((largest, True), (following, False)):
+            if micro:
+                other = load_recipe(recipe.source, [f"train.micro_batch_size={micro}"], sections=SECTIONS)
+                assert plan(other, cluster)["memory_per_gpu"][key]["fits"] == fits, (mode, micro)
+    assert advice(p) == ("AC none with micro batch 4 does not fit: --set train.activation_checkpointing=selective "
+                         "--set train.micro_batch_size=1 or --set train.activation_checkpointing=full")
+    assert advice(p) in render(p).splitlines()
+    assert re.search(r"^largest micro batch that fits +none +1 +4$", render(p), re.M)
+    selective = load_recipe(recipe.source, ['train.activation_checkpointing="selective"'], sections=SECTIONS)
+    assert advice(plan(selective, cluster)) == ("AC selective with micro batch 4 does not fit: --set "
+                                                "train.micro_batch_size=1 or --set train.activation_checkpointing=full")
+    assert advice(plan(recipe, Cluster(gpus=8))) is None  # micro batch 4 without checkpointing fits in 80 GB

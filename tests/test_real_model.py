@@ -21,7 +21,7 @@ import transformers
 
 from qwen_cli.checkpoint import load_model
 from qwen_cli.checkpoint.convert import convert
-from qwen_cli.evaluation.registry import package_dir
+from qwen_cli.evaluation.harness.registry import package_dir
 from qwen_cli.tokenizer import load_tokenizer
 
 pytestmark = pytest.mark.slow
@@ -84,8 +84,8 @@ def test_hellaswag_equals_hflm_item_by_item(converted, tmp_path):
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from qwen_cli.evaluation.registry import resolve
-    from qwen_cli.evaluation.tasks import task_config
+    from qwen_cli.evaluation.harness.registry import resolve
+    from qwen_cli.evaluation.harness.tasks import task_config
 
     out = tmp_path / "ours.json"
     proc = subprocess.run([sys.executable, "-m", "qwen_cli.cli", "eval", str(converted), "--tasks", "hellaswag",

@@ -14,7 +14,7 @@ from rlhf_fixtures import byte_tokenizer, prompt_file, separable_pairs, tiny_che
 from qwen_cli.checkpoint.reward_dir import load_reward_model
 from qwen_cli.data.chat_template import ChatTemplate
 from qwen_cli.data.preference import EncodedPair, PairStats, encode_pairs, pair_batch
-from qwen_cli.evaluation.preference import pair_rewards, pairwise_loss, reply_logprobs
+from qwen_cli.evaluation.reward.preference import pair_rewards, pairwise_loss, reply_logprobs
 from qwen_cli.model import ModelConfig, QwenModel
 from qwen_cli.model.heads import ScalarHeadModel
 from qwen_cli.stages.dpo import dpo_loss

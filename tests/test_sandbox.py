@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from qwen_cli.evaluation.passk import pass_at_k
-from qwen_cli.evaluation.registry import resolve
-from qwen_cli.evaluation.tasks import humaneval_program
+from qwen_cli.evaluation.harness.passk import pass_at_k
+from qwen_cli.evaluation.harness.registry import resolve
+from qwen_cli.evaluation.harness.tasks import humaneval_program
 from qwen_cli.sandbox import Limits, isolation, run_program, run_programs
 from qwen_cli.sandbox.host import plan
 

@@ -16,8 +16,8 @@ import time
 import pytest
 from sandbox_forgery import FORGED, FORGER, GC, THREAD
 
-from qwen_cli.evaluation.registry import resolve
-from qwen_cli.evaluation.tasks import humaneval_program
+from qwen_cli.evaluation.harness.registry import resolve
+from qwen_cli.evaluation.harness.tasks import humaneval_program
 from qwen_cli.sandbox import Limits, Session, run_program
 from qwen_cli.sandbox import box as sandbox_box
 

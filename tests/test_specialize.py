@@ -20,7 +20,7 @@ from qwen_cli.model import ModelConfig, QwenModel
 from qwen_cli.recipe import read_toml
 from qwen_cli.stages.sft import SFTStage
 from qwen_cli.stages.specialize import STAGE_CLASSES, specialize
-from qwen_cli.stages.specialize_recipe import grown_config
+from qwen_cli.stages.specialize.recipe import grown_config
 from qwen_cli.train.optim import lr_at
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from qwen_cli.evaluation.registry import resolve
-from qwen_cli.evaluation.tasks import _math23k_check, _math401_check, exact_answer, task_config
+from qwen_cli.evaluation.harness.registry import resolve
+from qwen_cli.evaluation.harness.tasks import _math23k_check, _math401_check, exact_answer, task_config
 from qwen_cli.recipe import build_recipe, read_toml
-from qwen_cli.stages.specialize_recipe import TOP_SECTIONS, _stage_recipe
+from qwen_cli.stages.specialize.recipe import TOP_SECTIONS, _stage_recipe
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 

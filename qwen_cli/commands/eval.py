@@ -6,6 +6,11 @@ from pathlib import Path
 
 import typer
 
+from qwen_cli.evaluation.agent.runner import AGENT_TASKS
+from qwen_cli.evaluation.harness.registry import SPLITS
+
+TASKS_HELP = (f"Comma list of {', '.join(SPLITS)}; agent tasks: {', '.join(AGENT_TASKS)}. "
+              "Where each task finds its data: docs/eval.md.")
 
 def register(app: typer.Typer) -> None:
     """Add ``qwen eval`` to the app."""
@@ -13,10 +18,7 @@ def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_command(
         checkpoint: Path = typer.Argument(..., help="Checkpoint directory (ours or any HF Qwen2 directory)."),
-        tasks: str = typer.Option("gsm8k,humaneval,mmlu", "--tasks",
-                                  help="Comma list of mmlu, ceval, gsm8k, math, humaneval, mbpp, bbh, "
-                                       "math_heldout, math401, math23k (the last three need --data-dir); "
-                                       "agent tasks: code-interpreter, tool-use."),
+        tasks: str = typer.Option("gsm8k,humaneval,mmlu", "--tasks", help=TASKS_HELP),
         num_fewshot: int | None = typer.Option(None, "--num-fewshot", help="Shots for every task (default: the paper's)."),
         limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N items per task."),
         batch_size: int = typer.Option(8, "--batch-size", help="Sequences per forward pass."),
@@ -33,9 +35,11 @@ def register(app: typer.Typer) -> None:
                                          "task asked for (Qwen-Agent's code-interpreter file, Qwen's ReAct plugin file)."),
         judge: str | None = typer.Option(None, "--judge", help="Command judging code-interpreter plots: run as "
                                          "CMD QUESTION IMAGE..., prints yes or no."),
+        chat: bool = typer.Option(False, "--chat", help="Ask every task through the checkpoint's chat template "
+                                  "(its own, else ChatML), as qwen specialize and qwen chat do."),
     ) -> int:
         """Score CKPT on lm-eval tasks; exit 1 if a task had to be skipped for lack of data."""
         from qwen_cli.evaluation.runner import run_eval
 
         return run_eval(checkpoint, tasks, num_fewshot, limit, batch_size, data_dir, out, seed, hub,
-                        workers, device, max_gen_toks, quantize=quantize, data=data, judge=judge)
+                        workers, device, max_gen_toks, quantize=quantize, data=data, judge=judge, chat=chat)

@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Extend CKPT's context window at inference time (report §2.5): write a checkpoint with the
         techniques on (--out), and/or measure perplexity against length for each technique (--corpus)."""
-        from qwen_cli.evaluation.extend_context import run
+        from qwen_cli.evaluation.long_context.extend_context import run
 
         run(checkpoint, out, max_length, ntk, logn, window, train_length, overwrite, corpus, lengths, methods,
             windows, tokens, plot, as_json)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from qwen_cli import terminal
+from qwen_cli.commands.options import greedy_command
 from qwen_cli.commands.rlhf_pairs import pairs
 
 RECIPE = typer.Argument(..., help="recipe TOML (e.g. recipes/tiny/reward.toml)")
@@ -38,7 +40,7 @@ def reward(
     """
     from rich.console import Console
 
-    from qwen_cli.evaluation.reward_report import render, score_checkpoint
+    from qwen_cli.evaluation.reward.report import render, score_checkpoint
     from qwen_cli.fsutil import atomic_file
     from qwen_cli.recipe import load_recipe
     from qwen_cli.stages.reward import SECTIONS, train_phases
@@ -64,7 +66,8 @@ def reward(
 
 def score(
     checkpoints: list[Path] = typer.Argument(..., help="reward model (or chat model) directories, compared side by side"),
-    pairs: list[Path] = typer.Option(..., "--pairs", help="preference JSONL test set (repeatable)"),
+    pairs: list[Path] = typer.Option(..., "--pairs", help="preference JSONL test sets: --pairs a.jsonl b.jsonl "
+                                     "(or the flag repeated)"),
     seq_len: int = typer.Option(2048, "--seq-len", min=1, help="tokens per prompt + reply row"),
     as_json: bool = typer.Option(False, "--json", help="print the scores as JSON on stdout"),
 ) -> None:
@@ -73,15 +76,14 @@ def score(
     A reward model is scored by its reward at the end token; a chat model by the log-probability it
     gives each reply (how often it prefers the chosen one), e.g. before and after DPO.
     """
-    from rich.console import Console
+    from qwen_cli.evaluation.reward.report import check_inputs, render, score_checkpoint
 
-    from qwen_cli.evaluation.reward_report import render, score_checkpoint
-
+    check_inputs(checkpoints, pairs)
     results = [score_checkpoint(c, pairs, seq_len) for c in checkpoints]
     if as_json:
         print(json.dumps(results, indent=2))
     else:
-        render(results, [str(c) for c in checkpoints], Console(highlight=False))
+        render(results, [str(c) for c in checkpoints], terminal.console())
 
 
 def ppo(
@@ -135,7 +137,7 @@ def register(app: typer.Typer) -> None:
                       no_args_is_help=True)
     sub.command("pairs")(pairs)
     sub.command("reward")(reward)
-    sub.command("score")(score)
+    sub.command("score", cls=greedy_command("--pairs"))(score)
     sub.command("ppo")(ppo)
     sub.command("dpo")(dpo)
     app.add_typer(sub)

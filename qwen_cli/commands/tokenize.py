@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from qwen_cli import terminal
 from qwen_cli.commands.options import greedy_command
 from qwen_cli.corpus import describe_skipped
 from qwen_cli.errors import UserError
@@ -81,7 +82,7 @@ def prepare(
         raise UserError(f"qwen tokenize prepare needs {exc.name or 'datatrove'}: pip install 'qwen-cli[prepare]'") from None
 
     extra = [f"executor.workers={workers}"] if workers is not None else []
-    console = Console(stderr=True)
+    console = terminal.console(stderr=True)
     manifest = run_prepare(load(recipe, [*overrides, *extra]), out, overwrite=overwrite, terminal=console.is_terminal)
     if manifest is None:
         console.print("submitted the Slurm jobs; run the same command again when they finish to assemble "
@@ -107,7 +108,7 @@ def train(
     """Learn a Qwen-style byte-level BPE vocabulary (digits split, Qwen specials) from a corpus."""
     from qwen_cli.tokenizer.bpe import train_tokenizer
 
-    with RichProgress(Console(stderr=True)) as progress:
+    with RichProgress(terminal.console(stderr=True)) as progress:
         summary = train_tokenizer(corpus, vocab_size, out, base=base, text_field=text_field,
                                   text_unit=text_unit, on_error=on_error, overwrite=overwrite, progress=progress)
     short = " (the corpus has no more pairs seen twice)" if summary["vocab_size"] < vocab_size else ""
@@ -135,7 +136,7 @@ def encode(
     """Encode documents into shuffled uint32 shards with a validation split and a manifest."""
     from qwen_cli.data.encode import available_cores, encode_corpus
 
-    console = Console(stderr=True)
+    console = terminal.console(stderr=True)
     if workers is not None and workers > available_cores():
         console.print(f"--workers {workers}: using {available_cores()}, the cores available", markup=False)
     with RichProgress(console) as progress:
@@ -167,9 +168,9 @@ def stats(
     if as_json:
         print(json.dumps(result, indent=2, ensure_ascii=False))
     else:
-        render_table(result, Console())
+        render_table(result, terminal.console())
         if plot is not None:
-            Console(stderr=True).print(f"wrote {plot}", markup=False)
+            terminal.console(stderr=True).print(f"wrote {plot}", markup=False)
 
 
 def _report(result: dict, as_json: bool, line: str) -> None:
@@ -179,7 +180,7 @@ def _report(result: dict, as_json: bool, line: str) -> None:
         skipped = result.get("skipped") or {}
         if skipped:
             line += "; skipped " + describe_skipped(skipped)
-        Console(highlight=False, soft_wrap=True).print(line, markup=False)
+        terminal.console().print(line, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -58,9 +58,9 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
              batch_size: int = 8, data_dir: Path | None = None, out: Path | None = None, seed: int = 0,
              allow_hub: bool = False, workers: int | None = None, device: str = "cpu",
              max_gen_toks: int | None = None, console: Console | None = None, quantize: str = "none",
-             data: Path | None = None, judge: str | None = None) -> int:
+             data: Path | None = None, judge: str | None = None, chat: bool = False) -> int:
     """Evaluate ``checkpoint`` on ``tasks`` (comma list); returns the exit status (see module doc).
-    ``data``/``judge``: the agent tasks' ``--data`` and ``--judge`` (``agent_eval``)."""
+    ``data``/``judge``: the agent tasks' ``--data`` and ``--judge`` (``agent.runner``)."""
     console = console or terminal.console(stderr=True)
     names = parse_tasks(tasks)
     from qwen_cli.evaluation.agent.runner import check_options
@@ -111,15 +111,15 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
 
     model, tokenizer = load(checkpoint, device=device)
     model = quantize_model(model, quantize)
-    lm = QwenLM(model=model, tokenizer=tokenizer, batch_size=batch_size, seed=seed, progress=progress)
+    lm = QwenLM(model=model, tokenizer=tokenizer, batch_size=batch_size, seed=seed, progress=progress, chat=chat)
     lm_results = None
     if configs:
         with progress:
-            lm_results = _evaluate(lm, configs, limit, seed, max_gen_toks)
+            lm_results = _evaluate(lm, configs, limit, seed, max_gen_toks, chat)
     config = {"checkpoint": str(checkpoint.resolve()), "checkpoint_sha256": checkpoint_hash(checkpoint),
               "tasks": names, "shots": shots, "limit": limit, "seed": seed, "batch_size": batch_size,
               "max_gen_toks": max_gen_toks, "window": lm.max_length, "min_gen_toks": MIN_GEN_TOKS,
-              "device": device, "quantize": quantize, "data_sources": sources, "sandbox": isolation()}
+              "device": device, "quantize": quantize, "chat": chat, "data_sources": sources, "sandbox": isolation()}
     record = build_record(config, lm_results, skipped, lm.prompts_cut)
     if agent.tasks:
         from qwen_cli.evaluation.agent.runner import render_agent_table, run_agent_tasks
@@ -142,7 +142,7 @@ def run_eval(checkpoint: Path, tasks: str, num_fewshot: int | None = None, limit
     return 1 if skipped else 0
 
 
-def _evaluate(lm, configs: list[dict], limit: int | None, seed: int, max_gen_toks: int | None) -> dict:
+def _evaluate(lm, configs: list[dict], limit: int | None, seed: int, max_gen_toks: int | None, chat: bool) -> dict:
     import lm_eval
     import lm_eval.api.task
     from lm_eval.tasks import TaskManager
@@ -156,7 +156,7 @@ def _evaluate(lm, configs: list[dict], limit: int | None, seed: int, max_gen_tok
                                        log_samples=True, random_seed=seed, numpy_random_seed=seed,
                                        torch_random_seed=seed, fewshot_random_seed=seed, bootstrap_iters=0,
                                        gen_kwargs={"max_gen_toks": max_gen_toks} if max_gen_toks else None,
-                                       confirm_run_unsafe_code=True)
+                                       confirm_run_unsafe_code=True, apply_chat_template=chat)
 
 
 def _write_json(path: Path, record: dict) -> None:

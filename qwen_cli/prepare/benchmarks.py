@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qwen_cli.evaluation.registry import SPLITS, DataUnavailable, resolve
+from qwen_cli.evaluation.harness.registry import SPLITS, DataUnavailable, resolve
 from qwen_cli.prepare.config import InstructSection
 
 

@@ -19,6 +19,7 @@ from rich.text import Text
 from qwen_cli.corpus import ReadStats, iter_documents
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_file
+from qwen_cli.terminal import print_table
 from qwen_cli.tokenizer.core import load_tokenizer
 
 
@@ -80,7 +81,7 @@ def render_table(result: dict, console: Console) -> None:
         table.add_row(Text(_short(row["corpus"])), Text(_short(row["tokenizer"])), f"{row['bytes']:,}",
                       f"{row['tokens']:,}", f"{row['bytes_per_token']:.2f}", f"{row['tokens_per_char']:.3f}",
                       f"{row['tokens_vs_first']:.3f}")
-    console.print(table)
+    print_table(console, table)
 
 
 def plot_compression(result: dict, path: str | os.PathLike) -> None:

@@ -34,6 +34,7 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+from qwen_cli.data.jinja_chat import chat_template_for
 from qwen_cli.evaluation.progress import EvalProgress
 
 Request = tuple[tuple[str, str], list[int], list[int]]
@@ -71,7 +72,7 @@ class QwenLM(TemplateLM):
 
     def __init__(self, pretrained: str | None = None, model=None, tokenizer=None, batch_size: int | str = 8,
                  max_length: int | None = None, max_gen_toks: int = 256, device: str = "cpu",
-                 seed: int = 0, progress: EvalProgress | None = None, **_ignored) -> None:
+                 seed: int = 0, progress: EvalProgress | None = None, chat: bool = False, **_ignored) -> None:
         super().__init__()
         if model is None:
             from qwen_cli.checkpoint import load
@@ -85,6 +86,9 @@ class QwenLM(TemplateLM):
         self.seed = seed
         self.progress = progress or EvalProgress(enabled=False)
         self.prompts_cut: dict[str, set[int | None]] = defaultdict(set)
+        # --chat: the checkpoint's own chat template (or ChatML), as qwen specialize and qwen chat prompt
+        self.chat = chat_template_for(tokenizer) if chat else None
+        self.stop_ids = self.chat.stop_ids if self.chat else (tokenizer.eot_id,)
 
     @property
     def eot_token_id(self) -> int:
@@ -99,7 +103,18 @@ class QwenLM(TemplateLM):
         return f"qwen_cli-{self.tokenizer.hash[:16]}"
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        if self.chat:  # a rendered chat prompt: its special tokens (<|im_start|>, ...) are tokens again
+            return self.tokenizer.encode_with_specials(string, self.tokenizer.special_ids)
         return self.tokenizer.encode(string)
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """lm-eval's chat hook (``simple_evaluate(apply_chat_template=True)``, ``qwen eval --chat``): the
+        conversation as text, the assistant's turn opened (our tasks prefill none of it)."""
+        return self.tok_decode(self.chat.prompt(chat_history))
+
+    def chat_template(self, chat_template: bool | str = False) -> str | None:
+        """The template lm-eval records with the run: the tokenizer's Jinja source, or ChatML."""
+        return (self.tokenizer.chat_template or "chatml") if chat_template else None
 
     def tok_decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens)
@@ -273,6 +288,6 @@ class QwenLM(TemplateLM):
         until = kwargs.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
         temperature = float(kwargs.get("temperature", 0.0)) if kwargs.get("do_sample") else 0.0
-        new = generate(self.model, prompts, budget, temperature=temperature, stop_ids=(self.eot_token_id,),
+        new = generate(self.model, prompts, budget, temperature=temperature, stop_ids=self.stop_ids,
                        stop_strings=until, tokenizer=self.tokenizer, seed=self.seed)
         return [_cut_at_stops(self.tok_decode(tokens), until) for tokens in new]
