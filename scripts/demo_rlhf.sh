@@ -1,15 +1,29 @@
 #!/usr/bin/env bash
 # The alignment half of the report on a toy task a 0.9M-parameter model learns in minutes on 2 CPU
-# cores: two-digit sums ("What is 79 + 15?"), scored by exact match on 900 held-out questions no stage
-# ever trains on. Pretraining and SFT teach some of the arithmetic; a reward model learns to tell the
-# gold sum from a near miss (report §3.2.1); PPO against it (§3.2.2) and DPO on the same pairs raise
-# held-out gold exact match. The last step prints every measured number and fails when one regresses
-# (qwen_cli/rl/toy_report.py). Everything lands in runs/arith/; needs nothing from `make demo`.
+# cores: two-digit sums ("What is 79 + 15?"), answered least significant digit first ("49"), scored
+# by exact match on 900 held-out questions no stage ever trains on. Pretraining and SFT teach the
+# arithmetic; a reward model learns to tell the gold sum from a near miss (report §3.2.1); PPO against
+# it (§3.2.2) and DPO on the same pairs start from SFT's step-180 checkpoint (part-way: room above it)
+# and must raise held-out gold exact match. The last step prints every measured number and fails when
+# one misses its floor (qwen_cli/rl/toy_report.py; docs/rlhf.md has the last measured run). Everything
+# lands in runs/arith/; needs nothing from `make demo`.
+#
+#   bash scripts/demo_rlhf.sh           # the full run (make demo-rlhf)
+#   bash scripts/demo_rlhf.sh --short   # every stage cut short (~3 min), into runs/arith-short; prints the
+#                                       # numbers without checking them (too short to reach the floors)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+SHORT=0
+[[ "${1:-}" == "--short" ]] && SHORT=1
 RUN=runs/arith
+[[ $SHORT == 1 ]] && RUN=runs/arith-short
 rm -rf "$RUN"
+mkdir -p "$RUN/recipes"
+for stage in pretrain sft reward ppo dpo; do  # the recipes, pointed at $RUN
+  sed "s#runs/arith/#$RUN/#g" "recipes/tiny/arith_$stage.toml" > "$RUN/recipes/$stage.toml"
+done
+short_set() { [[ $SHORT == 1 ]] && printf -- '--set %s ' "$@"; true; }  # the short run's overrides
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "1/7 9,000 distinct two-digit sums: 8,100 for training (text, chat, gold vs near-miss pairs), 900 held out"
@@ -20,21 +34,28 @@ qwen tokenize train --corpus $RUN/pairs/text.jsonl --vocab-size 512 --out $RUN/t
 qwen tokenize encode --tokenizer $RUN/tokenizer --input $RUN/pairs/text.jsonl --out $RUN/shards --val-fraction 0.05
 
 step "3/7 pretraining (recipes/tiny/arith_pretrain.toml)"
-qwen pretrain recipes/tiny/arith_pretrain.toml --out $RUN/pretrain
+qwen pretrain $RUN/recipes/pretrain.toml --out $RUN/pretrain $(short_set train.steps=150 train.val_every=0 checkpoint.every=0)
 
 step "4/7 ChatML fine-tuning on the training sums (recipes/tiny/arith_sft.toml)"
-qwen sft recipes/tiny/arith_sft.toml --out $RUN/sft
+qwen sft $RUN/recipes/sft.toml --out $RUN/sft $(short_set train.steps=80 train.val_every=0 checkpoint.every=40)
 
-step "5/7 reward model from the pretrained model: gold sum vs near miss (recipes/tiny/arith_reward.toml)"
-qwen rlhf reward recipes/tiny/arith_reward.toml --out $RUN/reward
+step "5/7 reward model from the SFT model: gold sum vs near miss (recipes/tiny/arith_reward.toml)"
+qwen rlhf reward $RUN/recipes/reward.toml --out $RUN/reward $(short_set rm.steps=60)
 
 step "6/7 PPO against the reward model; held-out gold exact match before and after (recipes/tiny/arith_ppo.toml)"
-qwen rlhf ppo recipes/tiny/arith_ppo.toml --out $RUN/ppo
+qwen rlhf ppo $RUN/recipes/ppo.toml --out $RUN/ppo \
+  $(short_set train.steps=8 ppo.value_only_steps=2 ppo.eval_limit=100 models.policy=$RUN/sft/checkpoints/step_000040)
 
 step "7/7 DPO on the reward model's pairs; held-out gold exact match before and after (recipes/tiny/arith_dpo.toml)"
-qwen rlhf dpo recipes/tiny/arith_dpo.toml --out $RUN/dpo
+qwen rlhf dpo $RUN/recipes/dpo.toml --out $RUN/dpo \
+  $(short_set train.steps=10 data.eval_limit=100 init.checkpoint=$RUN/sft/checkpoints/step_000040)
 
 step "measured (floors in qwen_cli/rl/toy_report.py)"
-python -m qwen_cli.rl.toy_report $RUN
+if [[ $SHORT == 1 ]]; then
+  echo "(--short: every stage cut to a few dozen steps; the numbers show the stages run, not the floors)"
+  python -m qwen_cli.rl.toy_report $RUN --no-floors
+else
+  python -m qwen_cli.rl.toy_report $RUN
+fi
 printf '\nModels: %s/{sft,ppo,dpo}/final (chat), %s/reward/rm/final (reward model); PPO curves: %s/ppo/curves.png\n' \
   "$RUN" "$RUN" "$RUN"

@@ -201,7 +201,7 @@ def test_ppo_section_defaults_are_the_report_values_of_the_paper_recipes():
 def test_gold_exact_match_reads_each_whole_reply():
     from rlhf_fixtures import byte_tokenizer
 
-    from qwen_cli.evaluation.preference import exact_match
+    from qwen_cli.evaluation.reward.preference import exact_match
 
     tokenizer = byte_tokenizer()
     replies = [tokenizer.encode(text) for text in ("94", "The sum is 104", "49", "1")]

@@ -11,7 +11,7 @@ import pytest
 from qwen_cli.recipe import build_recipe, load_recipe, read_toml
 from qwen_cli.stages.reward import SECTIONS as REWARD_SECTIONS
 from qwen_cli.stages.reward import phase_recipe
-from qwen_cli.stages.specialize_recipe import TOP_SECTIONS, _stage_recipe
+from qwen_cli.stages.specialize.recipe import TOP_SECTIONS, _stage_recipe
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 

@@ -25,7 +25,7 @@ def test_addition_pairs_and_training_files_hold_only_training_questions(tmp_path
     out = tmp_path / "out"
     for row in read(out / "train.jsonl") + read(out / "test.jsonl"):
         a, b = map(int, re.fullmatch(r"What is (\d+) \+ (\d+)\?", row["prompt"]).groups())
-        assert 1 <= a <= 99 and 1 <= b <= 99 and row["chosen"] == str(a + b) != row["rejected"]
+        assert 1 <= a <= 99 and 1 <= b <= 99 and row["chosen"] == str(a + b)[::-1] != row["rejected"]  # least significant digit first
     held = {row["prompt"] for row in read(out / "prompts_test.jsonl")}
     assert len(held) == 30 and held == {row["prompt"] for row in read(out / "test.jsonl")}
     sft = read(out / "sft.jsonl")
@@ -52,3 +52,13 @@ def test_the_demo_check_names_each_regression(changed, message):
     assert toy_report.failures(MEASURED) == []
     (failure,) = toy_report.failures({**MEASURED, **changed})
     assert failure.startswith(message)
+
+
+def test_the_short_demo_prints_without_checking(tmp_path, monkeypatch, capsys):
+    """``--no-floors`` (demo_rlhf.sh --short) prints the same numbers and exits 0 where the full check fails."""
+    monkeypatch.setattr(toy_report, "measure", lambda run_dir: {**MEASURED, "rm_accuracy": 0.5}
+                        if run_dir == tmp_path else {})
+    assert toy_report.main([str(tmp_path)]) == 1
+    assert "REGRESSION: reward-model" in capsys.readouterr().err
+    assert toy_report.main(["--no-floors", str(tmp_path)]) == 0
+    assert "50.0%" in capsys.readouterr().out

@@ -39,7 +39,7 @@ from qwen_cli.data.chat_template import ChatTemplate
 from qwen_cli.data.preference import read_prompts
 from qwen_cli.data.shards import BatchLayout, EpochPermutation, MixedBatches, ShuffledBatches, TokenWindows
 from qwen_cli.errors import RunFailed, UserError
-from qwen_cli.evaluation.preference import exact_match
+from qwen_cli.evaluation.reward.preference import exact_match
 from qwen_cli.fsutil import atomic_file
 from qwen_cli.interop.qwen2 import write_generation_config
 from qwen_cli.kernels.cross_entropy import linear_cross_entropy

@@ -3,13 +3,17 @@
 The cleanest pairs there are (the preferred side is computed, not judged), and their prompts double
 as PPO prompts with a gold answer, so a PPO run can measure exact-match on held-out questions.
 ``arithmetic`` mixes sums, differences and times tables; ``addition`` (two-digit sums only) is the
-toy task a tiny model learns in minutes (``make demo-rlhf``).
+toy task a tiny model learns in minutes (``make demo-rlhf``). Its answers are written least
+significant digit first (79 + 15 → ``49``), so a causal model produces, and a reward model checks,
+each digit from digits it has already seen plus a carry (Lee et al. 2023, "Teaching arithmetic to
+small transformers"); in the usual order the first digit depends on a carry not yet written.
 """
 
 from __future__ import annotations
 
 import operator
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from qwen_cli.errors import UserError
@@ -31,7 +35,8 @@ def _question(rng: random.Random, symbols: tuple[str, ...]) -> tuple[str, int]:
     return f"What is {a} {symbol} {b}?", OPERATORS[symbol](a, b)
 
 
-def _build(name: str, symbols: tuple[str, ...], count: int | None, rng: random.Random) -> Built:
+def _build(name: str, symbols: tuple[str, ...], count: int | None, rng: random.Random,
+           write: Callable[[int], str] = str) -> Built:
     count = DEFAULT_COUNT if count is None else count
     most = sum(DISTINCT[s] for s in symbols)
     if count > most:
@@ -42,8 +47,8 @@ def _build(name: str, symbols: tuple[str, ...], count: int | None, rng: random.R
         prompt, value = _question(rng, symbols)
         if prompt in answers:
             continue
-        answers[prompt] = str(value)
-        pairs.append(Pair(prompt, str(value), str(perturb_int(value, rng)), prompt))
+        answers[prompt] = write(value)
+        pairs.append(Pair(prompt, write(value), write(perturb_int(value, rng)), prompt))
     return Built(pairs, "generated", answers)
 
 
@@ -53,5 +58,6 @@ def arithmetic(data_dir: Path | None, count: int | None, rng: random.Random) -> 
 
 
 def addition(data_dir: Path | None, count: int | None, rng: random.Random) -> Built:
-    """``count`` distinct two-digit sums (default 5000), one pair each: the toy task of ``make demo-rlhf``."""
-    return _build("addition", ("+",), count, rng)
+    """``count`` distinct two-digit sums (default 5000), one pair each, answers reversed: the toy task of
+    ``make demo-rlhf``."""
+    return _build("addition", ("+",), count, rng, write=lambda value: str(value)[::-1])

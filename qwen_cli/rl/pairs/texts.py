@@ -29,7 +29,7 @@ from pathlib import Path
 
 from qwen_cli.data.chat_format import read_chat_jsonl
 from qwen_cli.errors import UserError
-from qwen_cli.evaluation.registry import package_dir
+from qwen_cli.evaluation.harness.registry import package_dir
 from qwen_cli.rl.pairs.common import Built, Pair, first_dir, prompt_of, unavailable
 
 REVIEW_PROMPTS = {"positive": "Write a positive product review.", "negative": "Write a negative product review."}
