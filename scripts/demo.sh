@@ -1,46 +1,124 @@
 #!/usr/bin/env bash
-# The tiny end-to-end pipeline (README quick start): a Qwen-style tokenizer trained on the
-# Python standard library, token shards, pretraining, ChatML fine-tuning, a reply, and the
-# context-extension sweep (perplexity to 16x the training length, report Table 3). Its siblings
-# continue from these models: `make demo-rlhf` (reward model + PPO), `make demo-specialize`
-# (Code-Qwen, Math-Qwen-Chat). Runs on 2 CPU cores in under 10 minutes; everything lands in runs/tiny/.
+# The whole lineage of the Qwen (v1) report in one run, at toy scale on 2 CPU cores (README quick
+# start): data preparation, a Qwen-style tokenizer, pretraining, context extension, SFT and chat,
+# a reward model with PPO and DPO, lm-eval, a tool call run in the sandbox, and a specialisation.
+# Each step prints what it measured (scripts/demo_report.py reads it back from the step's files) and
+# the run ends with one table of every step's time and numbers. Some steps are shorter versions of
+# the siblings, which stay for the longer runs: `make demo-rlhf` (scripts/demo_rlhf.sh) and
+# `make demo-specialize` (scripts/demo_specialize.sh). Everything lands in runs/tiny/ and
+# runs/arith-short/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+RUN=runs/tiny
 STDLIB=$(python -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
-CORPUS=()
-for pkg in asyncio email json http urllib logging concurrent importlib xml multiprocessing collections unittest; do
-  CORPUS+=("$STDLIB/$pkg")
-done
+rm -rf "$RUN"
+mkdir -p "$RUN"
 
-rm -rf runs/tiny
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+STEPS=10
+done_steps=0
+# cpu_ms FILE: the CPU time (user + system, ms) of all finished children, from `times` output in FILE
+cpu_ms() {
+  awk 'NR == 2 { for (i = 1; i <= NF; i++) { split($i, t, "m"); ms += (t[1] * 60 + t[2]) * 1000 } printf "%d", ms }' "$1"
+}
+# step KEY "what it does" COMMAND...: a numbered header, the command, its wall and CPU time into
+# $RUN/times.tsv (CPU/wall is about 1.8 on 2 idle cores; less means the cores were shared), then what it measured
+step() {
+  local key=$1 title=$2
+  shift 2
+  done_steps=$((done_steps + 1))
+  printf '\n\033[1m== %d/%d %s\033[0m\n' "$done_steps" "$STEPS" "$title"
+  local start=${EPOCHREALTIME/./} cpu
+  times > "$RUN/cpu.txt"
+  cpu=$(cpu_ms "$RUN/cpu.txt")
+  "$@"
+  local ms=$(( (${EPOCHREALTIME/./} - start) / 1000 ))
+  times > "$RUN/cpu.txt"
+  cpu=$(( $(cpu_ms "$RUN/cpu.txt") - cpu ))
+  printf '%s\t%d.%03d\t%d.%03d\n' "$key" $((ms / 1000)) $((ms % 1000)) $((cpu / 1000)) $((cpu % 1000)) >> "$RUN/times.tsv"
+  printf '\033[1mmeasured\033[0m (%d s, CPU %d s):\n' $((ms / 1000)) $((cpu / 1000))
+  python scripts/demo_report.py "$RUN" "$key" | sed 's/^/  /'
+}
 
-step "0/6 clean the corpus (report §2.1 on datatrove: language ID, exact + MinHash dedup, filters; recipes/tiny/prepare.toml)"
-SOURCES=$(printf '"%s",' "${CORPUS[@]}")
-qwen tokenize prepare recipes/tiny/prepare.toml --out runs/tiny/clean --workers 2 \
-  --set "input.sources=[{name=\"code\", paths=[${SOURCES%,}], quality=false}]"
+# The tool step's training traces run their code in the sandbox, which waits on process start-up
+# rather than the CPU: generate them in the background from the start.
+python -m qwen_cli.agent.traces --compact --out "$RUN/traces" --train 1200 --test 20 --seed 0 \
+  > "$RUN/traces.log" 2>&1 &
+TRACES=$!
 
-step "1/6 train a 8K Qwen-style BPE vocabulary on the cleaned stdlib (digits split, Qwen specials)"
-qwen tokenize train --corpus runs/tiny/clean/data --vocab-size 8192 --out runs/tiny/tokenizer
+prepare_corpus() {
+  local sources="" pkg
+  for pkg in asyncio email json http urllib logging concurrent importlib xml multiprocessing collections unittest; do
+    sources+="\"$STDLIB/$pkg\","
+  done
+  qwen tokenize prepare recipes/tiny/prepare.toml --out "$RUN/clean" --workers 2 \
+    --set "input.sources=[{name=\"code\", paths=[${sources%,}], quality=false}]"
+}
 
-step "2/6 encode the corpus into shuffled uint32 shards with a validation split"
-qwen tokenize encode --tokenizer runs/tiny/tokenizer --input runs/tiny/clean/data --out runs/tiny/shards --val-fraction 0.05
+train_tokenizer() {
+  qwen tokenize train --corpus "$RUN/clean/data" --vocab-size 8192 --out "$RUN/tokenizer"
+  qwen tokenize encode --tokenizer "$RUN/tokenizer" --input "$RUN/clean/data" --out "$RUN/shards" --val-fraction 0.05
+}
 
-step "3/6 pretrain the tiny model (recipes/tiny/pretrain.toml)"
-qwen pretrain recipes/tiny/pretrain.toml --out runs/tiny/pretrain
+context_sweep() {
+  local held_out=() f
+  for f in typing.py inspect.py argparse.py dataclasses.py pathlib.py tarfile.py enum.py ast.py; do
+    held_out+=("$STDLIB/$f")
+  done
+  qwen extend-context "$RUN/pretrain/final" --corpus "${held_out[@]}" --tokens 4096 --plot "$RUN/context.png" \
+    --json > "$RUN/context.json"
+}
 
-step "4/6 ChatML fine-tuning on chatterbot-corpus (recipes/tiny/sft.toml)"
-qwen sft recipes/tiny/sft.toml --out runs/tiny/sft
+chat_once() {
+  echo "Hello, how are you?" | qwen chat "$RUN/sft/final" --max-new-tokens 32 | tee "$RUN/chat.txt"
+}
 
-step "5/6 chat with the result (one message on stdin)"
-echo "Hello, how are you?" | qwen chat runs/tiny/sft/final --max-new-tokens 32
+# lm-eval's math401 task (the prompt is the question itself) on 200 of the 900 held-out sums of the
+# alignment step, which no stage trained on
+lm_eval_sums() {
+  mkdir -p "$RUN/eval-data/math401"
+  python -c 'import json, sys
+for line in sys.stdin:
+    item = json.loads(line)
+    print(json.dumps({"query": item["prompt"], "response": item["answer"]}))' \
+    < runs/arith-short/pairs/prompts_test.jsonl > "$RUN/eval-data/math401/test.jsonl"
+  qwen eval runs/arith-short/pretrain/final --tasks math401 --data-dir "$RUN/eval-data" --limit 200 --out "$RUN/eval.json"
+}
 
-step "6/6 context extension: perplexity from T to 16·T on held-out stdlib files (report Table 3)"
-HELD_OUT=()
-for f in typing.py inspect.py argparse.py dataclasses.py pathlib.py tarfile.py enum.py ast.py; do
-  HELD_OUT+=("$STDLIB/$f")
-done
-qwen extend-context runs/tiny/pretrain/final --corpus "${HELD_OUT[@]}" --tokens 4096 --plot runs/tiny/context.png
+tool_call() {
+  wait "$TRACES"
+  tail -n 1 "$RUN/traces.log"
+  qwen sft recipes/tiny/tool_sft.toml --out "$RUN/tool"
+  python -c 'import json, sys
+for line in sys.stdin:
+    print(json.loads(line)["question"], "/reset", sep="\n")' < "$RUN/traces/test.jsonl" |
+    qwen chat "$RUN/tool/final" --tools python --json --max-new-tokens 40 > "$RUN/tool/episodes.jsonl"
+}
 
-printf '\nDone. Checkpoints: runs/tiny/pretrain/final, runs/tiny/sft/final (Hugging Face Qwen2 layout);\ncontext-extension plot: runs/tiny/context.png. Next: make demo-rlhf, make demo-specialize.\n'
+step prepare "clean the corpus (report §2.1 on datatrove: language ID, exact + MinHash dedup, filters; recipes/tiny/prepare.toml)" \
+  prepare_corpus
+step tokenizer "an 8K Qwen-style BPE vocabulary on the cleaned stdlib (digits split, Qwen specials), then shuffled uint32 shards" \
+  train_tokenizer
+step pretrain "pretrain the tiny model (recipes/tiny/pretrain.toml)" \
+  qwen pretrain recipes/tiny/pretrain.toml --out "$RUN/pretrain"
+step context "context extension: perplexity from T to 16·T on held-out stdlib files (report §2.3, Table 3)" \
+  context_sweep
+step sft "ChatML fine-tuning on chatterbot-corpus (report §3.1; recipes/tiny/sft.toml)" \
+  qwen sft recipes/tiny/sft.toml --out "$RUN/sft"
+step chat "chat with the result (one message on stdin)" \
+  chat_once
+step alignment "reward model, PPO and DPO on two-digit sums (report §3.2; scripts/demo_rlhf.sh --short, in runs/arith-short)" \
+  bash scripts/demo_rlhf.sh --short
+step eval "lm-eval on the arithmetic base model: held-out sums (report §2.4's harness; qwen eval)" \
+  lm_eval_sums
+step tool "tool use (report §3.4): fine-tune the chat model on ReAct traces run in the sandbox, then answer held-out sums with qwen chat --tools python" \
+  tool_call
+step specialize "Math-Qwen-Chat: SFT on generated math Q/A, held-out exact match (report §5; recipes/tiny/math.toml cut to 3,000 problems, 40 steps at 256 tokens)" \
+  qwen specialize math recipes/tiny/math.toml --out "$RUN/math" --overwrite --set math.per_module=300 \
+  --set evaluate.math_items=300 --set math-sft.train.steps=40 --set math-sft.data.seq_len=256 \
+  --set math-sft.train.micro_batch_size=16
+
+printf '\n\033[1m== summary: each step'"'"'s wall and CPU time and what it measured\033[0m\n'
+python scripts/demo_report.py "$RUN"
+printf '\nModels: %s/{pretrain,sft,tool}/final, %s/math/stages/math-sft/final, runs/arith-short/{sft,ppo,dpo}/final;\n' "$RUN" "$RUN"
+printf 'longer versions: make demo-rlhf, make demo-specialize (Code-Qwen too).\n'

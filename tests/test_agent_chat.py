@@ -96,6 +96,6 @@ def test_a_context_too_short_for_the_react_prompt_is_one_clear_error(ckpt):
     from qwen_cli.inference.chat_session import ChatSession
 
     model, tok = load(ckpt)
-    session = ChatSession(model, tok, max_new_tokens=16, window=100)
-    with pytest.raises(UserError, match=r"the ReAct prompt for python takes \d+ tokens, the model's whole context is 100"):
+    session = ChatSession(model, tok, max_new_tokens=16, window=12)  # shorter than even the compact prompt
+    with pytest.raises(UserError, match=r"the ReAct prompt for python takes \d+ tokens, the model's whole context is 12"):
         run_tool_loop(session, make_tools(["python"]), iter(["q"]), Console(stderr=True), True, False, 3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from qwen_cli.evaluation.tool_use import ToolUseItem, normalise_input, score_reply
+from qwen_cli.evaluation.agent.tool_use import ToolUseItem, normalise_input, score_reply
 
 REFERENCE = ('Thought: I need the exchange rate.\nAction: currency_convert\n'
              'Action Input: {"amount": 20, "from": "EUR", "to": "JPY"}\nObservation: 3200\n'

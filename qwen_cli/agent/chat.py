@@ -6,7 +6,8 @@ The conversation (history, system prompt, the slash commands) is the plain chat'
 the question and the reply (the final answer, else the model's last text). Text modes print each
 step to stderr as it runs (thought, action, input, observation, image paths) and the reply to
 stdout, piped replies separated as in plain chat; ``--json`` prints one object per message with
-every step. Ctrl-C stops the episode (the Python session is restarted on its next call).
+every step. Ctrl-C stops the episode (the Python session is restarted on its next call). A model
+whose window cannot hold Qwen's ReAct prompt gets the compact one (``COMPACT_PROMPT``).
 """
 
 from __future__ import annotations
@@ -50,11 +51,13 @@ STOP_NOTES = {"step_limit": "stopped: the step limit was reached before a final 
 
 
 def answer(session: ChatSession, complete: Completer, tools: Sequence[Tool], user: str, console: Console,
-           as_json: bool, interactive: bool, max_steps: int) -> Episode | None:
-    """One user message: run the episode, show it, add the exchange to the history (None if interrupted)."""
+           as_json: bool, interactive: bool, max_steps: int, compact: bool = False) -> Episode | None:
+    """One user message: run the episode (``compact``: with the short ReAct prompt), show it, add the
+    exchange to the history (None if interrupted)."""
     try:
         episode = run_episode(complete, user, tools, max_steps, history=session.history, system=session.system,
-                              on_step=(lambda _: None) if as_json else (lambda step: show_step(console, step)))
+                              on_step=(lambda _: None) if as_json else (lambda step: show_step(console, step)),
+                              compact=compact)
     except KeyboardInterrupt:
         for tool in tools:
             tool.close()
@@ -78,18 +81,25 @@ def run_tool_loop(session: ChatSession, tools: Sequence[Tool], lines: Iterator[s
                   as_json: bool, interactive: bool, max_steps: int) -> None:
     """Answer each line with tools (or run it as a command) until the lines end or /exit; closes the tools.
 
-    A ``UserError`` first if the ReAct prompt alone leaves the model no room to answer."""
-    needed = len(session.template.prompt([{"role": "user", "content": react_prompt("", tools)}]))
-    if needed >= session.window:
+    Qwen's ReAct prompt when it fits the model's window, else the compact one (said on the console);
+    a ``UserError`` first if even that leaves the model no room to answer."""
+    def needed(compact: bool) -> int:
+        return len(session.template.prompt([{"role": "user", "content": react_prompt("", tools, compact)}]))
+
+    compact = needed(False) >= session.window
+    if compact and not as_json:
+        console.print(Text(f"(Qwen's ReAct prompt takes {needed(False)} tokens of the model's {session.window}: "
+                           "using the compact prompt)", "yellow"))
+    if needed(compact) >= session.window:
         for tool in tools:
             tool.close()
-        raise UserError(f"the ReAct prompt for {', '.join(t.name for t in tools)} takes {needed} tokens, the "
+        raise UserError(f"the ReAct prompt for {', '.join(t.name for t in tools)} takes {needed(True)} tokens, the "
                         f"model's whole context is {session.window}: use a model with a longer context")
     complete = model_completer(session.model, session.tokenizer, session.max_new_tokens, session.temperature,
                                session.top_p, session.seed, session.window, session.compile)
     try:
         run_loop(session, lines, console, as_json, interactive, respond=lambda line: answer(
-            session, complete, tools, line, console, as_json, interactive, max_steps) is not None)
+            session, complete, tools, line, console, as_json, interactive, max_steps, compact) is not None)
     finally:
         for tool in tools:
             tool.close()

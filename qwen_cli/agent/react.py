@@ -103,15 +103,16 @@ def _keyword(text: str, keyword: str) -> int:
 
 def run_episode(complete: Completer, question: str, tools: Sequence[Tool], max_steps: int, *,
                 history: Sequence[dict] = (), system: str | None = DEFAULT_SYSTEM,
-                on_step: Callable[[Step], None] = lambda _: None) -> Episode:
+                on_step: Callable[[Step], None] = lambda _: None, compact: bool = False) -> Episode:
     """Answer ``question`` with at most ``max_steps`` tool calls (see the module docstring).
 
     ``history``: earlier user/assistant turns; ``system``: None for none (a model's own chat template
-    may supply its default); ``on_step`` sees each step once it has run.
+    may supply its default); ``on_step`` sees each step once it has run; ``compact``: the short prompt
+    (:data:`~qwen_cli.data.react.COMPACT_PROMPT`).
     """
     by_name = {tool.name: tool for tool in tools}
     head = [] if system is None else [{"role": "system", "content": system}]
-    messages = [*head, *history, {"role": "user", "content": react_prompt(question, tools)}]
+    messages = [*head, *history, {"role": "user", "content": react_prompt(question, tools, compact)}]
     episode = Episode(question)
     prefix = ""
     while True:

@@ -22,7 +22,8 @@ ReAct records (JSONL, read by ``qwen sft`` like any chat data; other keys are ig
      "observation": "..."}], "final_answer": "...",
      "final_thought": "...",           (optional, default "I now know the final answer")
      "tools": ["python", {"name": ..., "description": ..., "parameters": {JSON schema}}],  (optional)
-     "system": "..."}                   (optional)
+     "system": "...",                   (optional)
+     "compact": true}                   (optional: the short prompt, :data:`COMPACT_PROMPT`)
 
 ``tools`` entries are names of the shipped tools (:data:`TOOL_SPECS`) or full descriptions; without
 ``tools`` the prompt lists the shipped tools the steps use. :func:`from_react` turns a record
@@ -62,6 +63,8 @@ Final Answer: the final answer to the original input question
 Begin!
 
 Question: {question}"""
+# for models whose window cannot hold PROMPT (the tiny demo model: 256 tokens); same transcript format
+COMPACT_PROMPT = "Tools: {tool_names}\nQuestion: {question}"
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,11 @@ def tool_description(tool) -> str:
                             args_hint=ARGS_HINTS[getattr(tool, "args_format", "json")])
 
 
-def react_prompt(question: str, tools: Sequence) -> str:
-    """The user turn that asks ``question`` with ``tools`` available, in Qwen's ReAct format."""
+def react_prompt(question: str, tools: Sequence, compact: bool = False) -> str:
+    """The user turn that asks ``question`` with ``tools`` available, in Qwen's ReAct format
+    (``compact``: :data:`COMPACT_PROMPT`, only the tool names, for a short context window)."""
+    if compact:
+        return COMPACT_PROMPT.format(tool_names=",".join(t.name for t in tools), question=question)
     return PROMPT.format(tool_descs="\n\n".join(tool_description(t) for t in tools),
                          tool_names=",".join(t.name for t in tools), question=question)
 
@@ -166,6 +172,9 @@ def from_react(record: dict) -> list[dict]:
         raise ValueError("'steps' must be a list of {thought, action, action_input, observation} objects")
     tools = record_tools(record)
     names = [t.name for t in tools]
+    compact = record.get("compact", False)
+    if not isinstance(compact, bool):
+        raise ValueError("'compact' must be true or false")
     content, unsupervised = "", []
     for i, step in enumerate(steps):
         where = f"steps[{i}]: "
@@ -181,7 +190,7 @@ def from_react(record: dict) -> list[dict]:
     closing = final_text(_field(record, "final_thought", "", FINAL_THOUGHT), _field(record, "final_answer", ""))
     content += closing if steps else "Thought:" + closing
     system = [{"role": "system", "content": _field(record, "system", "")}] if "system" in record else []
-    return [*system, {"role": "user", "content": react_prompt(_field(record, "question", ""), tools)},
+    return [*system, {"role": "user", "content": react_prompt(_field(record, "question", ""), tools, compact)},
             {"role": "assistant", "content": content, "unsupervised": unsupervised}]
 
 
