@@ -9,8 +9,9 @@
 # lands in runs/arith/; needs nothing from `make demo`.
 #
 #   bash scripts/demo_rlhf.sh           # the full run (make demo-rlhf)
-#   bash scripts/demo_rlhf.sh --short   # every stage cut short (~3 min), into runs/arith-short; prints the
-#                                       # numbers without checking them (too short to reach the floors)
+#   bash scripts/demo_rlhf.sh --short   # SFT, reward model, PPO and DPO cut short (~2.5 min), into
+#                                       # runs/arith-short; prints the numbers without checking them (the reward
+#                                       # model stays near chance at this length, so PPO has nothing to climb)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,25 +35,25 @@ qwen tokenize train --corpus $RUN/pairs/text.jsonl --vocab-size 512 --out $RUN/t
 qwen tokenize encode --tokenizer $RUN/tokenizer --input $RUN/pairs/text.jsonl --out $RUN/shards --val-fraction 0.05
 
 step "3/7 pretraining (recipes/tiny/arith_pretrain.toml)"
-qwen pretrain $RUN/recipes/pretrain.toml --out $RUN/pretrain $(short_set train.steps=150 train.val_every=0 checkpoint.every=0)
+qwen pretrain $RUN/recipes/pretrain.toml --out $RUN/pretrain $(short_set train.val_every=0 checkpoint.every=0)
 
 step "4/7 ChatML fine-tuning on the training sums (recipes/tiny/arith_sft.toml)"
-qwen sft $RUN/recipes/sft.toml --out $RUN/sft $(short_set train.steps=80 train.val_every=0 checkpoint.every=40)
+qwen sft $RUN/recipes/sft.toml --out $RUN/sft $(short_set train.steps=180 train.val_every=0 checkpoint.every=60)
 
 step "5/7 reward model from the SFT model: gold sum vs near miss (recipes/tiny/arith_reward.toml)"
 qwen rlhf reward $RUN/recipes/reward.toml --out $RUN/reward $(short_set rm.steps=60)
 
 step "6/7 PPO against the reward model; held-out gold exact match before and after (recipes/tiny/arith_ppo.toml)"
 qwen rlhf ppo $RUN/recipes/ppo.toml --out $RUN/ppo \
-  $(short_set train.steps=8 ppo.value_only_steps=2 ppo.eval_limit=100 models.policy=$RUN/sft/checkpoints/step_000040)
+  $(short_set train.steps=8 ppo.value_only_steps=2 ppo.eval_limit=100 models.policy=$RUN/sft/checkpoints/step_000180)
 
 step "7/7 DPO on the reward model's pairs; held-out gold exact match before and after (recipes/tiny/arith_dpo.toml)"
 qwen rlhf dpo $RUN/recipes/dpo.toml --out $RUN/dpo \
-  $(short_set train.steps=10 data.eval_limit=100 init.checkpoint=$RUN/sft/checkpoints/step_000040)
+  $(short_set train.steps=30 data.eval_limit=100 init.checkpoint=$RUN/sft/checkpoints/step_000180)
 
 step "measured (floors in qwen_cli/rl/toy_report.py)"
 if [[ $SHORT == 1 ]]; then
-  echo "(--short: every stage cut to a few dozen steps; the numbers show the stages run, not the floors)"
+  echo "(--short: SFT to step 180, the reward model 60 steps, PPO 8, DPO 30; the numbers show the stages run, not the floors)"
   python -m qwen_cli.rl.toy_report $RUN --no-floors
 else
   python -m qwen_cli.rl.toy_report $RUN

@@ -29,12 +29,12 @@ import json
 import random
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from qwen_cli.agent.tools import PythonTool
 from qwen_cli.data.chat_template import DEFAULT_SYSTEM
-from qwen_cli.data.react import TOOL_SPECS, ToolSpec, from_react
+from qwen_cli.data.react import CODE_INTERPRETER_SPEC, TOOL_SPECS, ToolSpec, from_react
 from qwen_cli.errors import UserError
 from qwen_cli.fsutil import atomic_dir
 
@@ -89,8 +89,7 @@ KINDS: dict[str, Callable[[random.Random], Problem]] = {
     "modpow": _modpow, "product": _product, "sum": _list_sum, "primes": _primes, "digits": _digit_sum,
     "addition": _addition}
 FULL_KINDS = ("modpow", "product", "sum", "primes", "digits")
-CODE_TOOLS = (TOOL_SPECS["python"], replace(TOOL_SPECS["python"], name="code_interpreter",
-                                            human_name="Code Interpreter"))
+CODE_TOOLS = (TOOL_SPECS["python"], CODE_INTERPRETER_SPEC)
 OTHER_TOOLS = tuple(ToolSpec(name, description, {"type": "object", "properties": {key: {"type": "string"}},
                                                   "required": [key]}, human_name)
                     for name, human_name, description, key in (

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 FINAL_THOUGHT = "I now know the final answer"
@@ -92,6 +92,8 @@ TOOL_SPECS: dict[str, ToolSpec] = {
          "required": ["expression"]},
         human_name="Calculator"),
 }
+# the python tool under the name the code-interpreter benchmark (and the traces that train for it) use
+CODE_INTERPRETER_SPEC = replace(TOOL_SPECS["python"], name="code_interpreter", human_name="Code Interpreter")
 
 
 def tool_description(tool) -> str:

@@ -22,12 +22,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from qwen_cli.agent.react import Episode, Step, parse_reply, run_episode
 from qwen_cli.agent.tools import Observation, PythonTool
-from qwen_cli.data.react import OBSERVATION, TOOL_SPECS, observation_text
+from qwen_cli.data.react import CODE_INTERPRETER_SPEC, OBSERVATION, observation_text
 from qwen_cli.evaluation.agent.code_interpreter_data import CodeTask
 from qwen_cli.evaluation.agent.judge import Judge
 from qwen_cli.sandbox import Limits
@@ -43,7 +42,7 @@ Completer = Callable[[list[dict], str], str]
 class CodeInterpreterTool(PythonTool):
     """The ``python`` tool under the benchmark's tool name."""
 
-    spec = replace(TOOL_SPECS["python"], name="code_interpreter", human_name="Code Interpreter")
+    spec = CODE_INTERPRETER_SPEC
 
 
 def numbers(text: str) -> list[float]:
