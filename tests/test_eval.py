@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from eval_fixtures import tiny_qwen_checkpoint
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import TemplateLM
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from rich.console import Console
 
-from qwen_cli.checkpoint import save_model
 from qwen_cli.errors import UserError
 from qwen_cli.evaluation.harness import scoring
 from qwen_cli.evaluation.harness.lm_model import MIN_GEN_TOKS, QwenLM
@@ -29,20 +29,13 @@ from qwen_cli.evaluation.harness.tasks import task_config
 from qwen_cli.evaluation.progress import EvalProgress
 from qwen_cli.evaluation.runner import run_eval
 from qwen_cli.inference.generate import generate
-from qwen_cli.model import ModelConfig, QwenModel
-from qwen_cli.tokenizer import load_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    torch.manual_seed(0)
-    tokenizer = load_tokenizer("qwen")
-    model = QwenModel(ModelConfig(vocab_size=tokenizer.padded_vocab_size, hidden_size=32, num_layers=2,
-                                  num_heads=2, intermediate_size=64, max_position_embeddings=256)).eval()
-    directory = save_model(tmp_path_factory.mktemp("ckpt") / "tiny", model, tokenizer)
-    return model, tokenizer, directory
+    return tiny_qwen_checkpoint(tmp_path_factory.mktemp("ckpt"))
 
 
 def _requests(pairs):

@@ -9,24 +9,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from eval_fixtures import tiny_qwen_checkpoint
 
 import qwen_cli.inference.generate
-from qwen_cli.checkpoint import save_model
 from qwen_cli.data.jinja_chat import chat_template_for
 from qwen_cli.evaluation.runner import run_eval
-from qwen_cli.model import ModelConfig, QwenModel
-from qwen_cli.tokenizer import load_tokenizer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    torch.manual_seed(0)
-    tokenizer = load_tokenizer("qwen")
-    model = QwenModel(ModelConfig(vocab_size=tokenizer.padded_vocab_size, hidden_size=32, num_layers=2,
-                                  num_heads=2, intermediate_size=64, max_position_embeddings=512)).eval()
-    return save_model(tmp_path_factory.mktemp("ckpt") / "tiny", model, tokenizer), tokenizer
+    _, tokenizer, directory = tiny_qwen_checkpoint(tmp_path_factory.mktemp("ckpt"), max_positions=512)
+    return directory, tokenizer
 
 
 def _seen(directory: Path, chat: bool, out: Path, monkeypatch) -> tuple[dict, list, list]:

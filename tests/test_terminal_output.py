@@ -10,18 +10,16 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
+from eval_fixtures import tiny_qwen_checkpoint
 from rich.console import Console
 from rich.table import Table
 
-from qwen_cli.checkpoint import save_model
 from qwen_cli.evaluation.agent.runner import AGENT_TASKS
 from qwen_cli.evaluation.harness.registry import SPLITS
-from qwen_cli.model import ModelConfig, QwenModel
 from qwen_cli.terminal import print_table
-from qwen_cli.tokenizer import load_tokenizer
 
 LONG = "a_directory_name_long_enough_that_an_80_column_pipe_would_have_wrapped_it"
+
 NAMES = ("arc_challenge", "hellaswag", "winogrande")
 EVAL_FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 TYPE_TAG = re.compile(r"<(bool|str|int|float|path|list\[[^\]]*\]|int range|float range)>")
@@ -29,11 +27,7 @@ TYPE_TAG = re.compile(r"<(bool|str|int|float|path|list\[[^\]]*\]|int range|float
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    torch.manual_seed(0)
-    tokenizer = load_tokenizer("qwen")
-    model = QwenModel(ModelConfig(vocab_size=tokenizer.padded_vocab_size, hidden_size=32, num_layers=2,
-                                  num_heads=2, intermediate_size=64, max_position_embeddings=256)).eval()
-    return save_model(tmp_path_factory.mktemp(LONG) / "tiny", model, tokenizer)
+    return tiny_qwen_checkpoint(tmp_path_factory.mktemp(LONG))[2]
 
 
 def _table() -> Table:
