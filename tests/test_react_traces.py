@@ -13,7 +13,7 @@ import pytest
 
 from qwen_cli.agent.react import parse_reply
 from qwen_cli.agent.tools import code_of
-from qwen_cli.agent.traces import FULL_KINDS, KINDS, benchmark_files, main, problems, record
+from qwen_cli.agent.traces import FULL_KINDS, KINDS, Problem, benchmark_files, main, problems, record, solve
 from qwen_cli.data.react import COMPACT_PROMPT, from_react, react_prompt, record_tools
 
 
@@ -96,6 +96,15 @@ def test_every_kept_observation_is_the_sandbox_printing_the_known_answer(tmp_pat
     for r in train + test:
         assert r["steps"][0]["observation"] == r["final_answer"] == _printed(code_of(r["steps"][0]["action_input"]))
     assert (out / "code_interpreter.jsonl").exists() != compact
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_trace_whose_sandbox_run_disagrees_with_the_known_answer_is_dropped():
+    rng = random.Random(0)
+    assert solve(Problem("What is 2 + 2?", "print(2 + 2)", "4"), True, rng)["steps"][0]["observation"] == "4"
+    assert solve(Problem("What is 2 + 2?", "print(2 + 3)", "4"), True, rng) is None
+    assert solve(Problem("What is 2 + 2?", "raise SystemExit(4)", "4"), True, rng) is None
 
 
 @pytest.mark.timeout(120)

@@ -86,14 +86,16 @@ def run_tool_loop(session: ChatSession, tools: Sequence[Tool], lines: Iterator[s
     def needed(compact: bool) -> int:
         return len(session.template.prompt([{"role": "user", "content": react_prompt("", tools, compact)}]))
 
-    compact = needed(False) >= session.window
+    full = needed(False)
+    compact = full >= session.window
+    size = needed(True) if compact else full
     if compact and not as_json:
-        console.print(Text(f"(Qwen's ReAct prompt takes {needed(False)} tokens of the model's {session.window}: "
+        console.print(Text(f"(Qwen's ReAct prompt takes {full} tokens of the model's {session.window}: "
                            "using the compact prompt)", "yellow"))
-    if needed(compact) >= session.window:
+    if size >= session.window:
         for tool in tools:
             tool.close()
-        raise UserError(f"the ReAct prompt for {', '.join(t.name for t in tools)} takes {needed(True)} tokens, the "
+        raise UserError(f"the ReAct prompt for {', '.join(t.name for t in tools)} takes {size} tokens, the "
                         f"model's whole context is {session.window}: use a model with a longer context")
     complete = model_completer(session.model, session.tokenizer, session.max_new_tokens, session.temperature,
                                session.top_p, session.seed, session.window, session.compile)
