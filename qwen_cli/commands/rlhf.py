@@ -1,5 +1,5 @@
-"""`qwen rlhf pairs | reward | score | ppo | dpo`: alignment after SFT (report §3.2) — comparison data, reward
-model, PPO, DPO."""
+"""`qwen rlhf pairs | sample-pairs | reward | score | ppo | dpo`: alignment after SFT (report §3.2) — comparison
+data, reward model, PPO, DPO."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import typer
 
 from qwen_cli import terminal
 from qwen_cli.commands.options import greedy_command
-from qwen_cli.commands.rlhf_pairs import pairs
+from qwen_cli.commands.rlhf_pairs import pairs, sample_pairs
 
 RECIPE = typer.Argument(..., help="recipe TOML (e.g. recipes/tiny/reward.toml)")
 OVERRIDES = typer.Option([], "--set", help="override a recipe value: section.key=value (repeatable)")
@@ -133,9 +133,10 @@ def dpo(
 
 def register(app: typer.Typer) -> None:
     """Add ``qwen rlhf`` with its subcommands to the app."""
-    sub = typer.Typer(name="rlhf", help="Align a chat model: build comparison pairs, reward model (PMP + RM), PPO, DPO; score pairs.",
+    sub = typer.Typer(name="rlhf", help="Align a chat model: build comparison pairs (from data or the model's own samples), reward model (PMP + RM), PPO, DPO; score pairs.",
                       no_args_is_help=True)
     sub.command("pairs")(pairs)
+    sub.command("sample-pairs")(sample_pairs)
     sub.command("reward")(reward)
     sub.command("score", cls=greedy_command("--pairs"))(score)
     sub.command("ppo")(ppo)

@@ -1,4 +1,5 @@
-"""The PNG of a PPO run's curves (reward raw and normalised, KL, value loss, clip fractions, length, gold)."""
+"""The PNG of a PPO run's curves (reward raw and normalised, KL, value loss, clip fractions, length, gold on
+the samples, the reward model's ranking of right over wrong samples, held-out gold)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 PANELS = (("reward", "reward (raw)"), ("reward_norm", "reward (normalised)"), ("kl", "KL to reference"),
           ("value_loss", "value loss"), ("policy_clipfrac", "policy clip fraction"),
-          ("value_clipfrac", "value clip fraction"), ("response_len", "response length"), ("gold", "gold exact match"))
+          ("value_clipfrac", "value clip fraction"), ("response_len", "response length"), ("gold", "gold exact match"),
+          ("reward_gold_ranking", "reward model ranks right over wrong"), ("eval_gold", "held-out gold (greedy)"))
 
 
 def plot_curves(metrics_path: Path, target: Path) -> None:

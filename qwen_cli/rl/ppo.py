@@ -39,7 +39,7 @@ from qwen_cli.data.chat_template import ChatTemplate
 from qwen_cli.data.preference import read_prompts
 from qwen_cli.data.shards import BatchLayout, EpochPermutation, MixedBatches, ShuffledBatches, TokenWindows
 from qwen_cli.errors import RunFailed, UserError
-from qwen_cli.evaluation.reward.preference import exact_match
+from qwen_cli.evaluation.reward.preference import exact_match, gold_hits, ranking_accuracy
 from qwen_cli.fsutil import atomic_file
 from qwen_cli.interop.qwen2 import write_generation_config
 from qwen_cli.kernels.cross_entropy import linear_cross_entropy
@@ -256,9 +256,14 @@ class PPORun:
         advantages = whiten(advantages, rollout.mask)
         metrics = {"reward": float(raw.mean()), "reward_norm": float(normalised.mean()),
                    "kl": float(kl.sum(1).mean()), "response_len": float(rollout.mask.sum(1).float().mean())}
-        answered = [(q.answer, r) for q, r in zip(queries, rollout.responses, strict=True) if q.answer is not None]
+        answered = [(i, q.answer) for i, q in enumerate(queries) if q.answer is not None]
         if answered:
-            metrics["gold"] = exact_match(self.tokenizer, [r for _, r in answered], [a for a, _ in answered])
+            rows = [i for i, _ in answered]
+            hits = gold_hits(self.tokenizer, [rollout.responses[i] for i in rows], [a for _, a in answered])
+            metrics["gold"] = sum(hits) / len(hits)
+            ranking = ranking_accuracy(raw[rows], hits)
+            if ranking is not None:
+                metrics["reward_gold_ranking"] = ranking
         return metrics | self._update(rollout, advantages, returns, step)
 
     @torch.no_grad()

@@ -97,10 +97,29 @@ def summary(diff: torch.Tensor) -> dict[str, float]:
             "margin": float(diff.mean()) if n else 0.0, "pairs": n}
 
 
+def gold_hits(tokenizer, replies: list[list[int]], answers: list[str]) -> list[bool]:
+    """Per reply (token ids): is its final number the gold answer (GSM8K's rule)?"""
+    return [gsm8k_correct(tokenizer.decode(reply), answer) for reply, answer in zip(replies, answers, strict=True)]
+
+
 def exact_match(tokenizer, replies: list[list[int]], answers: list[str]) -> float:
     """Share of replies (token ids) whose final number is the gold answer (GSM8K's rule)."""
-    hits = [gsm8k_correct(tokenizer.decode(reply), answer) for reply, answer in zip(replies, answers, strict=True)]
+    hits = gold_hits(tokenizer, replies, answers)
     return sum(hits) / len(hits) if hits else 0.0
+
+
+def ranking_accuracy(scores: torch.Tensor, right: list[bool]) -> float | None:
+    """How often a right reply outscores a wrong one, over every (right, wrong) pair of a batch (ties count
+    half: the ROC AUC of ``scores`` for telling right from wrong). ``None`` without both kinds.
+
+    PPO logs it for its own samples: a reward model that ranks near-miss pairs well can still be wrong on
+    what the policy writes, and this number falls as the policy learns to exploit it."""
+    right_t = torch.tensor(right, dtype=torch.bool, device=scores.device)
+    good, bad = scores[right_t].float(), scores[~right_t].float()
+    if not len(good) or not len(bad):
+        return None
+    diff = good[:, None] - bad[None, :]
+    return float(((diff > 0).float() + 0.5 * (diff == 0).float()).mean())
 
 
 @torch.no_grad()
