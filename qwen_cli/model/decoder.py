@@ -137,6 +137,26 @@ class QwenModel(nn.Module):
                 nn.init.ones_(module.weight)
         self.inv_freq = rotary_inv_freq(self.config.head_dim, self.config.rope_theta).to(self.inv_freq.device)
 
+    def append_layers(self, count: int) -> None:
+        """``count`` more blocks after the last, each starting as the identity: initialised as
+        :meth:`reset_parameters` does, except that the two projections writing into the residual stream
+        (``o_proj``, ``down_proj``) are zero, so the model computes exactly what it did until training
+        moves them. For a reward model that must compute more than the model it starts from."""
+        first = self.config.num_layers
+        windows = [*self.config.layer_windows, *[0] * count] if self.config.layer_windows else []
+        self.config.__dict__.update(replace(self.config, num_layers=first + count, layer_windows=windows).__dict__)
+        reference = self.embed_tokens.weight
+        for layer in range(first, first + count):
+            block = Block(self.config, layer).to(device=reference.device, dtype=reference.dtype)
+            for name, module in block.named_modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.normal_(module.weight, mean=0.0, std=self.config.init_std)
+                    if name.endswith(("o_proj", "down_proj")):
+                        nn.init.zeros_(module.weight)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+            self.layers.append(block)
+
     def _apply(self, fn, recurse: bool = True):
         """``.to()``, ``.cuda()``, ``.bfloat16()`` … move RoPE's inverse frequencies but never round
         them: they stay fp32 whatever the weights' dtype (a bf16 copy shifts every rotation)."""

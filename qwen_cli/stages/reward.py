@@ -56,6 +56,9 @@ class PhaseSection:
     lr: float = ranged(0.0, NON_NEGATIVE)  # 0: optim.lr
     epochs: float = ranged(1.0, ABOVE_ZERO)  # report: one epoch
     steps: int = ranged(0, NON_NEGATIVE)  # optimizer steps; 0: ``epochs`` over the training pairs
+    # not in the report: blocks appended on top of the starting model, each starting as the identity
+    # (QwenModel.append_layers), for a reward model that must compute more than the model it reads
+    added_layers: int = ranged(0, NON_NEGATIVE)
 
 
 SECTIONS: dict[str, type] = {**BASE_SECTIONS, "data": PairDataSection, "pmp": PhaseSection, "rm": PhaseSection}
@@ -131,9 +134,9 @@ class RewardStage(PairStage):
 
     name = "reward"
 
-    def __init__(self, recipe: Recipe, data: PairData, tokenizer) -> None:
+    def __init__(self, recipe: Recipe, data: PairData, tokenizer, added_layers: int = 0) -> None:
         super().__init__(recipe)
-        self.data, self.tokenizer = data, tokenizer
+        self.data, self.tokenizer, self.added_layers = data, tokenizer, added_layers
 
     @property
     def seq_len(self) -> int:
@@ -141,12 +144,13 @@ class RewardStage(PairStage):
 
     def build_model(self) -> StageModel:
         init = Path(self.recipe.init.checkpoint)
+        torch.manual_seed(self.recipe.train.seed)  # a new head and appended layers (a resumed run reads them back)
         if is_reward_dir(init):
             model = load_reward_model(init)
         else:  # a fresh head: small random weights, so the backbone gets a gradient from the first step
             model = ScalarHeadModel(load_model(init), bias=False)
-            torch.manual_seed(self.recipe.train.seed)
             nn.init.normal_(model.score.weight, std=1.0 / math.sqrt(model.config.hidden_size + 1))
+        model.backbone.append_layers(self.added_layers)
         if self.seq_len > model.config.max_position_embeddings:
             raise UserError(f"{self.recipe.source}: data.seq_len = {self.seq_len} exceeds the model's "
                             f"max_position_embeddings = {model.config.max_position_embeddings} ({init})")
@@ -203,7 +207,8 @@ def train_phases(recipe: Recipe, out: Path, resume: bool, overwrite: bool, conso
         s = data.stats
         console.print(f"{phase}: {len(data.train):,} training pairs, {len(data.val):,} validation; "
                       f"{s.truncated} truncated to data.seq_len, {s.identical} dropped (chosen == rejected)")
-        result = run_stage(lambda r, data=data: RewardStage(r, data, tokenizer),
+        added = getattr(recipe, phase).added_layers
+        result = run_stage(lambda r, data=data, added=added: RewardStage(r, data, tokenizer, added),
                            phase_recipe(recipe, phase, len(data.train), init), out / phase,
                            resume=resume, overwrite=overwrite, console=console)
         if result.exit_code:
