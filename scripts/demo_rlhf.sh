@@ -2,9 +2,10 @@
 # The alignment half of the report on a toy task a 0.9M-parameter model learns in minutes on 2 CPU
 # cores: two-digit sums ("What is 79 + 15?"), answered least significant digit first ("49"), scored
 # by exact match on 900 held-out questions no stage ever trains on. Pretraining and SFT teach the
-# arithmetic; a reward model learns to tell the gold sum from a near miss (report §3.2.1); PPO against
-# it (§3.2.2) and DPO on the same pairs start from SFT's step-180 checkpoint (part-way: room above it)
-# and must raise held-out gold exact match. The last step prints every measured number and fails when
+# arithmetic; a reward model learns to tell the gold sum from a near miss (report §3.2.1), and is also
+# scored on the wrong replies the step-180 SFT checkpoint samples for held-out questions; PPO against it
+# (§3.2.2) and DPO on the near-miss pairs start from that checkpoint (part-way: room above it) and must
+# raise held-out gold exact match. The last step prints every measured number and fails when
 # one misses its floor (qwen_cli/rl/toy_report.py; docs/rlhf.md has the last measured run). Everything
 # lands in runs/arith/; needs nothing from `make demo`.
 #
@@ -27,27 +28,31 @@ done
 short_set() { [[ $SHORT == 1 ]] && printf -- '--set %s ' "$@"; true; }  # the short run's overrides
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1/7 9,000 distinct two-digit sums: 8,100 for training (text, chat, gold vs near-miss pairs), 900 held out"
-qwen rlhf pairs addition --limit 9000 --out $RUN/pairs
+step "1/8 9,000 distinct two-digit sums: 8,100 for training (text, chat, gold vs 8 near misses each), 900 held out"
+qwen rlhf pairs addition --limit 9000 --per-question 8 --out $RUN/pairs
 
-step "2/7 a Qwen-style BPE vocabulary (digits split) and token shards of the training sums"
+step "2/8 a Qwen-style BPE vocabulary (digits split) and token shards of the training sums"
 qwen tokenize train --corpus $RUN/pairs/text.jsonl --vocab-size 512 --out $RUN/tokenizer
 qwen tokenize encode --tokenizer $RUN/tokenizer --input $RUN/pairs/text.jsonl --out $RUN/shards --val-fraction 0.05
 
-step "3/7 pretraining (recipes/tiny/arith_pretrain.toml)"
+step "3/8 pretraining (recipes/tiny/arith_pretrain.toml)"
 qwen pretrain $RUN/recipes/pretrain.toml --out $RUN/pretrain $(short_set train.val_every=0 checkpoint.every=0)
 
-step "4/7 ChatML fine-tuning on the training sums (recipes/tiny/arith_sft.toml)"
+step "4/8 ChatML fine-tuning on the training sums (recipes/tiny/arith_sft.toml)"
 qwen sft $RUN/recipes/sft.toml --out $RUN/sft $(short_set train.steps=180 train.val_every=0 checkpoint.every=60)
 
-step "5/7 reward model from the SFT model: gold sum vs near miss (recipes/tiny/arith_reward.toml)"
+step "5/8 a second held-out set for the reward model: the step-180 policy's own replies to the held-out questions"
+qwen rlhf sample-pairs $RUN/sft/checkpoints/step_000180 --prompts $RUN/pairs/prompts_test.jsonl \
+  --out $RUN/samples_test.jsonl --samples 4 --max-new-tokens 4 --system ""
+
+step "6/8 reward model from the SFT model plus two new layers: gold sum vs near miss (recipes/tiny/arith_reward.toml)"
 qwen rlhf reward $RUN/recipes/reward.toml --out $RUN/reward $(short_set rm.steps=60)
 
-step "6/7 PPO against the reward model; held-out gold exact match before and after (recipes/tiny/arith_ppo.toml)"
+step "7/8 PPO against the reward model; held-out gold exact match before and after (recipes/tiny/arith_ppo.toml)"
 qwen rlhf ppo $RUN/recipes/ppo.toml --out $RUN/ppo \
   $(short_set train.steps=8 ppo.value_only_steps=2 ppo.eval_limit=100 models.policy=$RUN/sft/checkpoints/step_000180)
 
-step "7/7 DPO on the reward model's pairs; held-out gold exact match before and after (recipes/tiny/arith_dpo.toml)"
+step "8/8 DPO on the near-miss pairs; held-out gold exact match before and after (recipes/tiny/arith_dpo.toml)"
 qwen rlhf dpo $RUN/recipes/dpo.toml --out $RUN/dpo \
   $(short_set train.steps=30 data.eval_limit=100 init.checkpoint=$RUN/sft/checkpoints/step_000180)
 

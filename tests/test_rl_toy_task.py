@@ -38,8 +38,25 @@ def test_addition_pairs_and_training_files_hold_only_training_questions(tmp_path
         build("addition", limit=9802)
 
 
-MEASURED = {"sft_gold": 0.40, "rm_accuracy": 0.95, "ppo_gold": 0.52, "ppo_max_kl": 0.3,
-            "dpo_gold_before": 0.40, "dpo_gold": 0.45}
+MEASURED = {"sft_gold": 0.40, "rm_accuracy": 0.95, "rm_sample_accuracy": 0.9, "ppo_gold": 0.52, "ppo_max_kl": 0.3,
+            "ppo_ranking_first": 0.9, "ppo_ranking_last": 0.8, "dpo_gold_before": 0.40, "dpo_gold": 0.45}
+
+
+def test_the_numbers_are_read_from_the_files_each_stage_wrote(tmp_path):
+    for stage in ("reward", "ppo", "dpo"):
+        (tmp_path / stage).mkdir()
+    pmp = {"pairs": {"accuracy": 0.1}, "samples_test": {"accuracy": 0.2}}
+    rm = {"pairs": {"accuracy": 0.93, "pairs": 900}, "samples_test": {"accuracy": 0.88, "pairs": 2400}}
+    (tmp_path / "reward" / "scores.json").write_text(json.dumps([{"sets": pmp}, {"sets": rm}]))
+    steps = [{"step": 0, "eval_gold": 0.3}]
+    steps += [{"step": i, "kl": 0.1 * i, "reward_gold_ranking": 0.5 + 0.01 * i} for i in range(1, 11)]
+    steps += [{"step": 10, "eval_gold": 0.45}]
+    (tmp_path / "ppo" / "metrics.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+    (tmp_path / "dpo" / "scores.json").write_text(json.dumps([{"gold": {"gold": 0.31}}, {"gold": {"gold": 0.4}}]))
+    m = toy_report.measure(tmp_path)
+    assert m == pytest.approx({"sft_gold": 0.3, "rm_accuracy": 0.93, "rm_sample_accuracy": 0.88, "ppo_gold": 0.45,
+                               "ppo_max_kl": 1.0, "ppo_ranking_first": 0.53, "ppo_ranking_last": 0.58,
+                               "dpo_gold_before": 0.31, "dpo_gold": 0.4})
 
 
 @pytest.mark.parametrize(("changed", "message"), [
@@ -62,3 +79,31 @@ def test_the_short_demo_prints_without_checking(tmp_path, monkeypatch, capsys):
     assert "REGRESSION: reward-model" in capsys.readouterr().err
     assert toy_report.main(["--no-floors", str(tmp_path)]) == 0
     assert "50.0%" in capsys.readouterr().out
+
+
+def test_several_near_misses_per_question_keep_one_line_per_question_in_the_other_files(tmp_path):
+    built = build("addition", limit=200, seed=3, per_question=4)
+    assert len(built.answers) == 200
+    by_question: dict[str, list[dict]] = {}
+    for pair in built.pairs:
+        by_question.setdefault(pair.prompt, []).append(pair)
+    for prompt, pairs in by_question.items():
+        rejected = [p.rejected for p in pairs]
+        assert len(set(rejected)) == len(rejected) and built.answers[prompt] not in rejected
+        assert len(pairs) == 4 or int(built.answers[prompt][::-1]) < 10  # a one-digit sum has fewer near misses
+    assert len(built.pairs) > 3.9 * 200
+    train, test = split(built.pairs, 0.1, 3)
+    write(tmp_path / "out", "addition", built, train, test, overwrite=False)
+    prompts = read(tmp_path / "out" / "prompts.jsonl")
+    assert len(prompts) == len({row["prompt"] for row in prompts}) == 180
+    assert len(read(tmp_path / "out" / "prompts_test.jsonl")) == 20
+    assert len(read(tmp_path / "out" / "sft.jsonl")) == len(read(tmp_path / "out" / "text.jsonl")) == 180
+    assert len(read(tmp_path / "out" / "train.jsonl")) == len(train) > 3.9 * 180
+    with pytest.raises(UserError, match="per-question"):
+        build("gsm8k", per_question=2)
+
+
+def test_the_default_of_one_near_miss_per_question_draws_what_it_drew_before_the_option():
+    golden = [("What is 3 + 75?", "87", "86"), ("What is 17 + 60?", "77", "57"), ("What is 80 + 14?", "49", "79"),
+              ("What is 42 + 94?", "631", "331")]  # seed 0, from the code before --per-question existed (a54d273)
+    assert [(p.prompt, p.chosen, p.rejected) for p in build("addition", limit=4, seed=0).pairs] == golden

@@ -18,6 +18,8 @@ def pairs(
                                         help="share of prompts held out for test.jsonl"),
     limit: int | None = typer.Option(None, "--limit", min=1, help="at most N pairs (arithmetic, addition: N questions, "
                                      "default 5000; mbpp: the first N tasks)"),
+    per_question: int = typer.Option(1, "--per-question", min=1, help="arithmetic, addition: distinct near misses "
+                                     "per question, a pair each (the other files keep one line per question)"),
     seed: int = typer.Option(0, "--seed", help="seed of distractor choice, perturbations and the split"),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="where the source's data is (see the sources above); "
                                          "chat-mismatch: a chat JSONL file or a folder of them"),
@@ -56,7 +58,7 @@ def pairs(
     from qwen_cli.rl.pairs import build
     from qwen_cli.rl.pairs.output import split, write
 
-    built = build(source, data_dir, limit, seed)
+    built = build(source, data_dir, limit, seed, per_question)
     train, test = split(built.pairs, test_fraction, seed)
     if built.redraw is not None:
         train, test = (built.redraw(side, random.Random(f"redraw {name} {seed}"))

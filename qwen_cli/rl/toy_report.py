@@ -2,7 +2,8 @@
 
 ``python -m qwen_cli.rl.toy_report RUN_DIR [--no-floors]`` reads what the stages wrote under
 ``RUN_DIR`` (the reward model's ``reward/scores.json``, PPO's ``ppo/metrics.jsonl``, DPO's
-``dpo/scores.json``), prints one line per number and exits 1 when one falls below its floor, so a
+``dpo/scores.json``), prints one line per number (also, without a floor, the reward model's accuracy
+on the policy's own held-out samples and its ranking of PPO's samples at the start and end) and exits 1 when one falls below its floor, so a
 regression of any stage turns the demo red (``--no-floors``: print only, for ``demo_rlhf.sh --short``):
 
 - SFT: held-out gold exact match inside ``SFT_RANGE`` (learned something, room left above);
@@ -23,17 +24,22 @@ RM_FLOOR = 0.90
 PPO_GAIN = 0.10
 KL_CEILING = 1.0
 DPO_GAIN = 0.0
+NEAR_MISSES, SAMPLES = "pairs", "samples_test"  # the reward model's held-out sets (pairs/test.jsonl, samples_test.jsonl)
+WINDOW = 5  # PPO steps averaged for the reward model's ranking of the policy's samples, first and last
 
 
 def measure(run_dir: Path) -> dict[str, float]:
     """The numbers, from the files the stages wrote."""
-    reward = json.loads((run_dir / "reward" / "scores.json").read_text())
-    (rm_set,) = reward[-1]["sets"].values()
+    sets = json.loads((run_dir / "reward" / "scores.json").read_text())[-1]["sets"]
     steps = [json.loads(line) for line in (run_dir / "ppo" / "metrics.jsonl").read_text().splitlines()]
     gold = [s["eval_gold"] for s in steps if "eval_gold" in s]
+    ranking = [s["reward_gold_ranking"] for s in steps if "reward_gold_ranking" in s]
     dpo = json.loads((run_dir / "dpo" / "scores.json").read_text())
-    return {"sft_gold": gold[0], "rm_accuracy": rm_set["accuracy"], "ppo_gold": gold[-1],
+    return {"sft_gold": gold[0], "rm_accuracy": sets[NEAR_MISSES]["accuracy"],
+            "rm_sample_accuracy": sets[SAMPLES]["accuracy"], "ppo_gold": gold[-1],
             "ppo_max_kl": max(s["kl"] for s in steps if "kl" in s),
+            "ppo_ranking_first": sum(ranking[:WINDOW]) / len(ranking[:WINDOW]),
+            "ppo_ranking_last": sum(ranking[-WINDOW:]) / len(ranking[-WINDOW:]),
             "dpo_gold_before": dpo[0]["gold"]["gold"], "dpo_gold": dpo[1]["gold"]["gold"]}
 
 
@@ -57,8 +63,11 @@ def main(argv: list[str]) -> int:
     m = measure(run_dir)
     print(f"held-out gold exact match after SFT:          {m['sft_gold']:.1%}\n"
           f"reward model, held-out gold vs near miss:     {m['rm_accuracy']:.1%}\n"
+          f"reward model, held-out right vs wrong sample: {m['rm_sample_accuracy']:.1%} (the policy's own replies)\n"
           f"held-out gold exact match after PPO:          {m['ppo_gold']:.1%} "
           f"({m['ppo_gold'] - m['sft_gold']:+.1%}; max KL to the reference {m['ppo_max_kl']:.3f})\n"
+          f"PPO samples ranked right over wrong:          {m['ppo_ranking_first']:.1%} -> {m['ppo_ranking_last']:.1%} "
+          f"(first and last {WINDOW} steps; a fall means the policy exploits the reward model)\n"
           f"held-out gold exact match after DPO:          {m['dpo_gold']:.1%} "
           f"({m['dpo_gold'] - m['dpo_gold_before']:+.1%})")
     failed = failures(m) if check else []

@@ -35,7 +35,8 @@ from qwen_cli.errors import UserError
 from qwen_cli.rl.pairs import arithmetic, benchmarks, mbpp, texts
 from qwen_cli.rl.pairs.common import Built
 
-# every builder takes (data_dir, limit, rng), using what it needs; ``limit`` is a hint (the driver cuts)
+# every builder takes (data_dir, limit, rng), using what it needs; ``limit`` is a hint (the driver cuts), except
+# for the GENERATED sources, which make exactly ``limit`` questions and also take ``per_question``
 Builder = Callable[[Path | None, int | None, random.Random], Built]
 SOURCES: dict[str, Builder] = {
     "arithmetic": arithmetic.arithmetic,
@@ -50,15 +51,26 @@ SOURCES: dict[str, Builder] = {
 }
 
 
-def build(source: str, data_dir: Path | None = None, limit: int | None = None, seed: int = 0) -> Built:
-    """At most ``limit`` pairs of ``source`` (arithmetic, addition: exactly ``limit`` questions, default 5000),
-    the same for the same seed and data. A source without data raises a one-line ``UserError``."""
+GENERATED = ("arithmetic", "addition")  # sources whose questions are generated: ``per_question`` near misses each
+
+
+def build(source: str, data_dir: Path | None = None, limit: int | None = None, seed: int = 0,
+          per_question: int = 1) -> Built:
+    """At most ``limit`` pairs of ``source`` (arithmetic, addition: exactly ``limit`` questions, default 5000,
+    with ``per_question`` distinct near misses each), the same for the same seed and data. A source without
+    data raises a one-line ``UserError``."""
     if source not in SOURCES:
         raise UserError(f"unknown pair source {source!r} (known: {', '.join(SOURCES)})")
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1 (got {limit})")
-    built = SOURCES[source](data_dir, limit, random.Random(f"{source} {seed}"))
-    built.pairs = built.pairs[:limit]
+    if per_question < 1 or (per_question > 1 and source not in GENERATED):
+        raise UserError(f"--per-question {per_question}: only {' and '.join(GENERATED)} take more than 1")
+    builder = SOURCES[source]
+    if source in GENERATED:
+        builder = functools.partial(builder, per_question=per_question)
+    built = builder(data_dir, limit, random.Random(f"{source} {seed}"))
+    if source not in GENERATED:
+        built.pairs = built.pairs[:limit]
     if not built.pairs:
         raise UserError(f"{source}: no pairs could be built from {built.origin}")
     return built

@@ -35,7 +35,19 @@ def _question(rng: random.Random, symbols: tuple[str, ...]) -> tuple[str, int]:
     return f"What is {a} {symbol} {b}?", OPERATORS[symbol](a, b)
 
 
-def _build(name: str, symbols: tuple[str, ...], count: int | None, rng: random.Random,
+def near_misses(value: int, k: int, rng: random.Random) -> list[int]:
+    """Up to ``k`` distinct near misses of ``value`` (fewer when it has fewer, e.g. a one-digit answer)."""
+    found: list[int] = []
+    for _ in range(20 * k):
+        if len(found) == k:
+            break
+        miss = perturb_int(value, rng)
+        if miss not in found:
+            found.append(miss)
+    return found
+
+
+def _build(name: str, symbols: tuple[str, ...], count: int | None, rng: random.Random, per_question: int,
            write: Callable[[int], str] = str) -> Built:
     count = DEFAULT_COUNT if count is None else count
     most = sum(DISTINCT[s] for s in symbols)
@@ -43,21 +55,22 @@ def _build(name: str, symbols: tuple[str, ...], count: int | None, rng: random.R
         raise UserError(f"{name}: --limit {count} is more than the {most} distinct questions")
     answers: dict[str, str] = {}
     pairs = []
-    while len(pairs) < count:
+    while len(answers) < count:
         prompt, value = _question(rng, symbols)
         if prompt in answers:
             continue
         answers[prompt] = write(value)
-        pairs.append(Pair(prompt, write(value), write(perturb_int(value, rng)), prompt))
+        pairs += [Pair(prompt, write(value), write(miss), prompt) for miss in near_misses(value, per_question, rng)]
     return Built(pairs, "generated", answers)
 
 
-def arithmetic(data_dir: Path | None, count: int | None, rng: random.Random) -> Built:
-    """``count`` distinct questions (default 5000) of +, − and ×, one pair each (generated: no ``data_dir``)."""
-    return _build("arithmetic", tuple(OPERATORS), count, rng)
+def arithmetic(data_dir: Path | None, count: int | None, rng: random.Random, per_question: int = 1) -> Built:
+    """``count`` distinct questions (default 5000) of +, − and ×, ``per_question`` pairs each (distinct near
+    misses; generated: no ``data_dir``)."""
+    return _build("arithmetic", tuple(OPERATORS), count, rng, per_question)
 
 
-def addition(data_dir: Path | None, count: int | None, rng: random.Random) -> Built:
-    """``count`` distinct two-digit sums (default 5000), one pair each, answers reversed: the toy task of
-    ``make demo-rlhf``."""
-    return _build("addition", ("+",), count, rng, write=lambda value: str(value)[::-1])
+def addition(data_dir: Path | None, count: int | None, rng: random.Random, per_question: int = 1) -> Built:
+    """``count`` distinct two-digit sums (default 5000), ``per_question`` pairs each, answers reversed: the toy
+    task of ``make demo-rlhf``."""
+    return _build("addition", ("+",), count, rng, per_question, write=lambda value: str(value)[::-1])

@@ -44,10 +44,12 @@ def write(out: Path, source: str, built: Built, train: list[Pair], test: list[Pa
     with atomic_dir(out, overwrite=overwrite) as tmp:
         _jsonl(tmp / "train.jsonl", [pair.record(source) for pair in train])
         _jsonl(tmp / "test.jsonl", [pair.record(source) for pair in test])
-        if built.answers:
-            for name, side in (("prompts.jsonl", train), ("prompts_test.jsonl", test)):
+        if built.answers:  # one line per question, however many pairs it has
+            questions = {name: list({pair.group: pair for pair in side}.values())
+                         for name, side in (("prompts.jsonl", train), ("prompts_test.jsonl", test))}
+            for name, side in questions.items():
                 _jsonl(tmp / name, [{"prompt": pair.prompt, "answer": built.answers[pair.group]} for pair in side])
-            solved = [(pair.prompt, built.answers[pair.group]) for pair in train]  # gold sources: one-turn prompts
+            solved = [(pair.prompt, built.answers[pair.group]) for pair in questions["prompts.jsonl"]]  # one-turn prompts
             _jsonl(tmp / "sft.jsonl", [{"messages": [{"role": "user", "content": prompt},
                                                      {"role": "assistant", "content": answer}]}
                                        for prompt, answer in solved])
