@@ -86,7 +86,8 @@ def chat(run: Path) -> list[str]:
 
 def alignment(_run: Path) -> list[str]:
     m = alignment_numbers(ARITH)
-    return [f"reward model: held-out gold vs near miss {m['rm_accuracy']:.1%}",
+    return [f"reward model: held-out gold vs near miss {m['rm_accuracy']:.1%}, right vs wrong policy sample "
+            f"{m['rm_sample_accuracy']:.1%}",
             f"PPO: held-out gold exact match {m['sft_gold']:.1%} -> {m['ppo_gold']:.1%} (max KL {m['ppo_max_kl']:.3f})",
             f"DPO: held-out gold exact match {m['dpo_gold_before']:.1%} -> {m['dpo_gold']:.1%}"]
 

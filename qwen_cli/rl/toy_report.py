@@ -28,7 +28,15 @@ NEAR_MISSES, SAMPLES = "pairs", "samples_test"  # the reward model's held-out se
 WINDOW = 5  # PPO steps averaged for the reward model's ranking of the policy's samples, first and last
 
 
-def measure(run_dir: Path) -> dict[str, float]:
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None  # None: no batch held both a right and a wrong sample
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def measure(run_dir: Path) -> dict[str, float | None]:
     """The numbers, from the files the stages wrote."""
     sets = json.loads((run_dir / "reward" / "scores.json").read_text())[-1]["sets"]
     steps = [json.loads(line) for line in (run_dir / "ppo" / "metrics.jsonl").read_text().splitlines()]
@@ -38,8 +46,7 @@ def measure(run_dir: Path) -> dict[str, float]:
     return {"sft_gold": gold[0], "rm_accuracy": sets[NEAR_MISSES]["accuracy"],
             "rm_sample_accuracy": sets[SAMPLES]["accuracy"], "ppo_gold": gold[-1],
             "ppo_max_kl": max(s["kl"] for s in steps if "kl" in s),
-            "ppo_ranking_first": sum(ranking[:WINDOW]) / len(ranking[:WINDOW]),
-            "ppo_ranking_last": sum(ranking[-WINDOW:]) / len(ranking[-WINDOW:]),
+            "ppo_ranking_first": _mean(ranking[:WINDOW]), "ppo_ranking_last": _mean(ranking[-WINDOW:]),
             "dpo_gold_before": dpo[0]["gold"]["gold"], "dpo_gold": dpo[1]["gold"]["gold"]}
 
 
@@ -66,7 +73,8 @@ def main(argv: list[str]) -> int:
           f"reward model, held-out right vs wrong sample: {m['rm_sample_accuracy']:.1%} (the policy's own replies)\n"
           f"held-out gold exact match after PPO:          {m['ppo_gold']:.1%} "
           f"({m['ppo_gold'] - m['sft_gold']:+.1%}; max KL to the reference {m['ppo_max_kl']:.3f})\n"
-          f"PPO samples ranked right over wrong:          {m['ppo_ranking_first']:.1%} -> {m['ppo_ranking_last']:.1%} "
+          f"PPO samples ranked right over wrong:          {_percent(m['ppo_ranking_first'])} -> "
+          f"{_percent(m['ppo_ranking_last'])} "
           f"(first and last {WINDOW} steps; a fall means the policy exploits the reward model)\n"
           f"held-out gold exact match after DPO:          {m['dpo_gold']:.1%} "
           f"({m['dpo_gold'] - m['dpo_gold_before']:+.1%})")
