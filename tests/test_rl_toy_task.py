@@ -107,3 +107,8 @@ def test_the_default_of_one_near_miss_per_question_draws_what_it_drew_before_the
     golden = [("What is 3 + 75?", "87", "86"), ("What is 17 + 60?", "77", "57"), ("What is 80 + 14?", "49", "79"),
               ("What is 42 + 94?", "631", "331")]  # seed 0, from the code before --per-question existed (a54d273)
     assert [(p.prompt, p.chosen, p.rejected) for p in build("addition", limit=4, seed=0).pairs] == golden
+
+
+def test_a_gain_of_exactly_the_floor_passes_whatever_the_floating_point_rounding():
+    assert 0.35 - 0.25 < toy_report.PPO_GAIN  # 0.09999999999999998
+    assert toy_report.failures({**MEASURED, "sft_gold": 0.25, "ppo_gold": 0.35}) == []

@@ -55,7 +55,7 @@ def failures(m: dict[str, float]) -> list[str]:
     checks = [
         (SFT_RANGE[0] <= m["sft_gold"] <= SFT_RANGE[1], f"SFT gold {m['sft_gold']:.1%} outside {SFT_RANGE}"),
         (m["rm_accuracy"] >= RM_FLOOR, f"reward-model accuracy {m['rm_accuracy']:.1%} < {RM_FLOOR:.0%}"),
-        (m["ppo_gold"] - m["sft_gold"] >= PPO_GAIN, f"PPO gain {m['ppo_gold'] - m['sft_gold']:+.1%} < {PPO_GAIN:.0%}"),
+        (round(m["ppo_gold"] - m["sft_gold"], 9) >= PPO_GAIN, f"PPO gain {m['ppo_gold'] - m['sft_gold']:+.1%} < {PPO_GAIN:.0%}"),
         (m["ppo_max_kl"] <= KL_CEILING, f"PPO KL {m['ppo_max_kl']:.3f} > {KL_CEILING}"),
         (m["dpo_gold"] - m["dpo_gold_before"] > DPO_GAIN,
          f"DPO gain {m['dpo_gold'] - m['dpo_gold_before']:+.1%} not above {DPO_GAIN:.0%}"),
