@@ -3,19 +3,21 @@
 # SmolLM2-135M-Instruct from the GGUF of `make real-model`, converted by `qwen convert`, then
 #   1. DPO on generated arithmetic pairs (replies written as equations): held-out gold exact match
 #      before and after;
-#   2. ReAct tool use: LoRA SFT on traces whose observations are real sandbox runs; the code-
-#      interpreter math benchmark and tool selection on held-out questions, before and after;
+#   2. ReAct tool use: LoRA SFT on traces whose observations are real sandbox runs, mixed with
+#      records that call another (JSON) tool or none; the code-interpreter math benchmark, tool
+#      selection and false positives on held-out questions and on the packaged set, before and after;
 #   3. a summary table, then `qwen chat --tools python` on the tuned model must answer
 #      2**100 mod 97 (= 16), else the script fails.
 # Not part of CI. Sizes are environment variables (defaults: the run in docs/real-model.md):
-#   RUN=runs/smollm2 TRACES_TRAIN=160 TRACES_TEST=40 SFT_STEPS=16 GEN_TOKS=160 DPO_QUESTIONS=700 DPO_STEPS=24
+#   RUN=runs/smollm2 TRACES_TRAIN=320 TRACES_TEST=80 TRACES_MIX=0.5 SFT_STEPS=32 GEN_TOKS=160
+#   DPO_QUESTIONS=700 DPO_STEPS=24
 # RUN is replaced. Set OMP_NUM_THREADS to share the cores; everything runs on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QWEN=${QWEN:-$([ -x .venv/bin/qwen ] && echo .venv/bin/qwen || echo qwen)}
 PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python)}
 RUN=${RUN:-runs/smollm2}
-TRACES_TRAIN=${TRACES_TRAIN:-160} TRACES_TEST=${TRACES_TEST:-40} SFT_STEPS=${SFT_STEPS:-16}
+TRACES_TRAIN=${TRACES_TRAIN:-320} TRACES_TEST=${TRACES_TEST:-80} TRACES_MIX=${TRACES_MIX:-0.5} SFT_STEPS=${SFT_STEPS:-32}
 GEN_TOKS=${GEN_TOKS:-160} DPO_QUESTIONS=${DPO_QUESTIONS:-700} DPO_STEPS=${DPO_STEPS:-24}
 START=$SECONDS
 step() { echo; echo "== [$((SECONDS - START)) s] $*"; }
@@ -31,8 +33,8 @@ rm -rf "$RUN" && mkdir -p "$RUN/eval"
 step "convert $GGUF"
 "$QWEN" convert "$GGUF" "$RUN/base"
 
-step "tool-use traces: $TRACES_TRAIN train + $TRACES_TEST held out, every observation a real sandbox run"
-"$PY" -m qwen_cli.agent.traces --out "$RUN/traces" --train "$TRACES_TRAIN" --test "$TRACES_TEST"
+step "tool-use traces: $TRACES_TRAIN train + $TRACES_TEST held out ($TRACES_MIX of them another tool or none), every code observation a real sandbox run"
+"$PY" -m qwen_cli.agent.traces --out "$RUN/traces" --train "$TRACES_TRAIN" --test "$TRACES_TEST" --mix "$TRACES_MIX"
 
 step "DPO on arithmetic pairs ($DPO_QUESTIONS questions, $DPO_STEPS steps)"
 "$QWEN" rlhf pairs arithmetic --out "$RUN/pairs" --limit "$DPO_QUESTIONS" --test-fraction 0.3
@@ -41,8 +43,8 @@ step "DPO on arithmetic pairs ($DPO_QUESTIONS questions, $DPO_STEPS steps)"
   --set data.train="[\"$RUN/equation_pairs/train.jsonl\"]" --set data.test="[\"$RUN/equation_pairs/test.jsonl\"]" \
   --set data.eval_prompts="$RUN/equation_pairs/prompts_test.jsonl" --set train.steps="$DPO_STEPS"
 
-agent_evals() {  # MODEL NAME: code interpreter and tool selection on the held-out questions; the packaged
-  # tool-use set too (other tools, and questions that need none: does tuning make the model call python for all?)
+agent_evals() {  # MODEL NAME: code interpreter, tool selection and false positives on the held-out questions;
+  # the packaged tool-use set too (unseen tools, and questions that need none: does tuning make the model call a tool for all?)
   "$QWEN" eval "$1" --tasks code-interpreter --data "$RUN/traces/code_interpreter.jsonl" \
     --max-gen-toks "$GEN_TOKS" --out "$RUN/eval/$2-code-interpreter.json" >/dev/null
   "$QWEN" eval "$1" --tasks tool-use --data "$RUN/traces/tool_use.jsonl" \
@@ -72,6 +74,7 @@ def score(name, file, metric):
 rows = [("code interpreter, math executable", "code-interpreter", "executable_math"),
         ("code interpreter, math correct", "code-interpreter", "correct_math"),
         ("tool selection accuracy", "tool-use", "tool_selection_acc"),
+        ("tool use: false positives", "tool-use", "false_positive_rate"),
         ("packaged tool use: selection accuracy", "tool-use-packaged", "tool_selection_acc"),
         ("packaged tool use: false positives", "tool-use-packaged", "false_positive_rate")]
 print(f"{'held-out measure':40} {'before':>8} {'after':>8}")

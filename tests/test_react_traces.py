@@ -1,6 +1,6 @@
 """Tool-use traces with real observations (``python -m qwen_cli.agent.traces``): the questions and their
-answers, the records' ReAct format (full and compact), the benchmark files, bad input; and, slow,
-the whole generator with every cell really run in the sandbox."""
+answers, the records' ReAct format (full and compact), the other-tool and no-tool records of the mix,
+the benchmark files, bad input; and, slow, the whole generator with every cell really run in the sandbox."""
 
 from __future__ import annotations
 
@@ -13,8 +13,25 @@ import pytest
 
 from qwen_cli.agent.react import parse_reply
 from qwen_cli.agent.tools import code_of
-from qwen_cli.agent.traces import FULL_KINDS, KINDS, Problem, benchmark_files, main, problems, record, solve
+from qwen_cli.agent.traces import (
+    CODE_TOOLS,
+    FULL_KINDS,
+    KINDS,
+    OTHER_TOOLS,
+    REPLIES,
+    Problem,
+    benchmark_files,
+    main,
+    mixed_records,
+    plain_record,
+    problems,
+    record,
+    solve,
+    split_counts,
+    tool_record,
+)
 from qwen_cli.data.react import COMPACT_PROMPT, from_react, react_prompt, record_tools
+from qwen_cli.evaluation.agent.tool_use import load_items, parse_call
 
 
 def _printed(code: str) -> str:
@@ -68,9 +85,92 @@ def test_benchmark_files_are_positive_tool_choices_and_math_questions():
         assert parse_reply(item["response"])[1] == r["steps"][0]["action"]
 
 
+CODE_NAMES = {t.name for t in CODE_TOOLS}
+
+
+def test_an_other_tool_record_calls_one_of_its_listed_json_tools_and_replays_as_react():
+    rng = random.Random(4)
+    records = [tool_record(rng) for _ in range(120)]
+    specs = {spec.name: spec for spec in OTHER_TOOLS}
+    assert {r["steps"][0]["action"] for r in records} == set(specs)  # every domain tool gets asked
+    assert any(CODE_NAMES & {t["name"] for t in r["tools"]} for r in records)
+    for r in records:
+        step = r["steps"][0]
+        names = [t["name"] for t in r["tools"]]
+        assert r["kind"] == "tool" and step["action"] in names and step["action"] not in CODE_NAMES
+        assert len(names) == len(set(names)) and 1 <= len(names) <= 4
+        arguments = json.loads(step["action_input"])
+        assert set(arguments) == set(specs[step["action"]].parameters["required"])
+        assert json.loads(step["observation"])  # a JSON result, left out of the loss
+        user, assistant = from_react(r)[-2:]
+        assert user["content"] == react_prompt(r["question"], record_tools(r))
+        thought, action, action_input, final = parse_reply(assistant["content"])
+        assert (action, action_input, final) == (step["action"], step["action_input"], None)
+        assert assistant["content"].endswith(f"Final Answer: {r['final_answer']}")
+        assert assistant["unsupervised"] and step["observation"] in assistant["content"]
+
+
+def test_a_no_tool_record_has_no_action_and_its_final_answer_is_the_known_reply():
+    rng = random.Random(5)
+    seen_code_tool = False
+    for _ in range(200):
+        reply = rng.choice(REPLIES)(rng)
+        r = plain_record(reply, rng)
+        names = {t["name"] for t in r["tools"]}
+        assert r["kind"] == "none" and r["steps"] == [] and r["final_answer"] == reply.answer
+        assert 1 <= len(names) <= 4
+        if reply.arithmetic:
+            assert not names & CODE_NAMES
+            a, word, b = reply.question.removeprefix("What is ").removesuffix("?").split()
+            assert reply.answer == f"{a} {word} {b} is {int(a) + int(b) if word == 'plus' else int(a) * int(b)}."
+        seen_code_tool |= bool(names & CODE_NAMES)
+        user, assistant = from_react(r)[-2:]
+        assert user["content"] == react_prompt(r["question"], record_tools(r))
+        assert assistant["content"] == f"Thought: {reply.thought}\nFinal Answer: {reply.answer}"
+        assert assistant["unsupervised"] == []
+        _, action, _, final = parse_reply(assistant["content"])
+        assert action is None and final == reply.answer and parse_call(assistant["content"]) is None
+    assert seen_code_tool  # listing python does not mean calling it
+
+
+def test_mixed_records_alternate_other_tool_and_no_tool_with_distinct_new_questions():
+    taken = {"Hi there!", "Good morning!"}
+    records = mixed_records(101, random.Random(6), taken)
+    assert [r["kind"] for r in records[:4]] == ["tool", "none", "tool", "none"]
+    assert sum(r["kind"] == "tool" for r in records) == 51 and sum(r["kind"] == "none" for r in records) == 50
+    questions = [r["question"] for r in records]
+    assert len(set(questions)) == 101 and not taken & set(questions)
+
+
+def test_the_packaged_tool_use_benchmark_stays_held_out():
+    packaged = {item.prompt.rsplit("Question:", 1)[-1].strip() for item in load_items()}
+    benchmark_tools = {line.split(":", 1)[0] for item in load_items() for line in item.prompt.splitlines()
+                       if ": Call this tool" in line}
+    ours = mixed_records(300, random.Random(7))
+    assert not packaged & {r["question"] for r in ours}
+    assert not benchmark_tools & {t["name"] for r in ours for t in r["tools"]}
+
+
+@pytest.mark.parametrize(("train", "test", "mix", "counts"), [
+    (320, 80, 0.5, (160, 40, 160, 40)), (200, 40, 0.0, (200, 40, 0, 0)), (10, 3, 0.25, (8, 2, 2, 1))])
+def test_the_mix_fraction_is_the_share_of_other_tool_and_no_tool_records(train, test, mix, counts):
+    assert split_counts(train, test, mix) == counts
+
+
+def test_benchmark_files_hold_only_code_questions_and_no_tool_records_are_the_negatives():
+    rng = random.Random(8)
+    test = [record(p, False, rng) for p in problems(FULL_KINDS, 3, rng)] + mixed_records(4, rng)
+    questions, tool_use = benchmark_files(test)
+    assert [q["query"] for q in questions] == [r["question"] for r in test[:3]]
+    assert [parse_call(item["response"]) is None for item in tool_use] == [False] * 3 + [False, True, False, True]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--kinds", "modpow,roots"], "error: --kinds: unknown kind 'roots'"),
     (["--train", "0"], "error: --train must be at least 1"),
+    (["--mix", "1"], "error: --mix must be at least 0 and below 1"),
+    (["--compact", "--mix", "0.3"], "error: --mix: --compact traces are code questions only"),
+    (["--train", "1", "--mix", "0.6"], "error: --mix 0.6 leaves no code question"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert main(["--out", str(tmp_path / "t"), *args]) == 2
@@ -93,9 +193,29 @@ def test_every_kept_observation_is_the_sandbox_printing_the_known_answer(tmp_pat
     train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     test = [json.loads(line) for line in (out / "test.jsonl").read_text().splitlines()]
     assert not {r["question"] for r in train} & {r["question"] for r in test}
-    for r in train + test:
+    code = [r for r in train + test if r.get("kind", "code") == "code"]
+    # the default mix: half of each split other-tool and no-tool records (none with --compact)
+    assert len(code) == (10 if compact else 5)
+    if not compact:
+        assert sorted(r["kind"] for r in train) == ["code"] * 3 + ["none"] + ["tool"] * 2
+        assert sorted(r["kind"] for r in test) == ["code"] * 2 + ["none", "tool"]
+    for r in code:
         assert r["steps"][0]["observation"] == r["final_answer"] == _printed(code_of(r["steps"][0]["action_input"]))
     assert (out / "code_interpreter.jsonl").exists() != compact
+    if not compact:
+        assert len((out / "code_interpreter.jsonl").read_text().splitlines()) == 2
+        assert len((out / "tool_use.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_code_questions_do_not_depend_on_the_mix(tmp_path):
+    assert main(["--out", str(tmp_path / "plain"), "--train", "3", "--test", "2", "--mix", "0"]) == 0
+    assert main(["--out", str(tmp_path / "mixed"), "--train", "12", "--test", "8", "--mix", "0.75"]) == 0
+    plain, mixed = ((tmp_path / d / "code_interpreter.jsonl").read_text() for d in ("plain", "mixed"))
+    assert plain == mixed and len(plain.splitlines()) == 2
+    kinds = [json.loads(line)["kind"] for line in (tmp_path / "mixed" / "train.jsonl").read_text().splitlines()]
+    assert sorted(kinds) == ["code"] * 3 + ["none"] * 4 + ["tool"] * 5
 
 
 @pytest.mark.slow
