@@ -83,7 +83,13 @@ def test_the_short_demo_prints_without_checking(tmp_path, monkeypatch, capsys):
 
 def test_several_near_misses_per_question_keep_one_line_per_question_in_the_other_files(tmp_path):
     built = build("addition", limit=200, seed=3, per_question=4)
-    assert len(built.answers) == 200
+    once = build("addition", limit=200, seed=3)
+    assert built.answers == once.answers  # the same questions (and SFT data) whatever per_question is
+    first = {}
+    for pair in built.pairs:
+        first.setdefault(pair.prompt, pair.rejected)
+    assert first == {pair.prompt: pair.rejected for pair in once.pairs}  # the first near miss too
+    assert build("addition", limit=200, seed=4, per_question=4).answers != built.answers
     by_question: dict[str, list[dict]] = {}
     for pair in built.pairs:
         by_question.setdefault(pair.prompt, []).append(pair)

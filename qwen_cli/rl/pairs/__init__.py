@@ -67,7 +67,7 @@ def build(source: str, data_dir: Path | None = None, limit: int | None = None, s
         raise UserError(f"--per-question {per_question}: only {' and '.join(GENERATED)} take more than 1")
     builder = SOURCES[source]
     if source in GENERATED:
-        builder = functools.partial(builder, per_question=per_question)
+        builder = functools.partial(builder, per_question=per_question, seed=seed)
     built = builder(data_dir, limit, random.Random(f"{source} {seed}"))
     if source not in GENERATED:
         built.pairs = built.pairs[:limit]

@@ -35,9 +35,10 @@ def _question(rng: random.Random, symbols: tuple[str, ...]) -> tuple[str, int]:
     return f"What is {a} {symbol} {b}?", OPERATORS[symbol](a, b)
 
 
-def near_misses(value: int, k: int, rng: random.Random) -> list[int]:
-    """Up to ``k`` distinct near misses of ``value`` (fewer when it has fewer, e.g. a one-digit answer)."""
-    found: list[int] = []
+def near_misses(value: int, first: int, k: int, rng: random.Random) -> list[int]:
+    """``first`` and up to ``k - 1`` more distinct near misses of ``value`` from ``rng`` (fewer when it has fewer,
+    e.g. a one-digit answer)."""
+    found = [first]
     for _ in range(20 * k):
         if len(found) == k:
             break
@@ -48,29 +49,33 @@ def near_misses(value: int, k: int, rng: random.Random) -> list[int]:
 
 
 def _build(name: str, symbols: tuple[str, ...], count: int | None, rng: random.Random, per_question: int,
-           write: Callable[[int], str] = str) -> Built:
+           seed: int, write: Callable[[int], str] = str) -> Built:
     count = DEFAULT_COUNT if count is None else count
     most = sum(DISTINCT[s] for s in symbols)
     if count > most:
         raise UserError(f"{name}: --limit {count} is more than the {most} distinct questions")
-    answers: dict[str, str] = {}
+    more = random.Random(f"{name} {seed} more near misses")  # its own stream: the questions and first near
+    answers: dict[str, str] = {}                              # misses do not depend on per_question
     pairs = []
     while len(answers) < count:
         prompt, value = _question(rng, symbols)
         if prompt in answers:
             continue
         answers[prompt] = write(value)
-        pairs += [Pair(prompt, write(value), write(miss), prompt) for miss in near_misses(value, per_question, rng)]
+        misses = near_misses(value, perturb_int(value, rng), per_question, more)
+        pairs += [Pair(prompt, write(value), write(miss), prompt) for miss in misses]
     return Built(pairs, "generated", answers)
 
 
-def arithmetic(data_dir: Path | None, count: int | None, rng: random.Random, per_question: int = 1) -> Built:
+def arithmetic(data_dir: Path | None, count: int | None, rng: random.Random, per_question: int = 1,
+               seed: int = 0) -> Built:
     """``count`` distinct questions (default 5000) of +, − and ×, ``per_question`` pairs each (distinct near
     misses; generated: no ``data_dir``)."""
-    return _build("arithmetic", tuple(OPERATORS), count, rng, per_question)
+    return _build("arithmetic", tuple(OPERATORS), count, rng, per_question, seed)
 
 
-def addition(data_dir: Path | None, count: int | None, rng: random.Random, per_question: int = 1) -> Built:
+def addition(data_dir: Path | None, count: int | None, rng: random.Random, per_question: int = 1,
+             seed: int = 0) -> Built:
     """``count`` distinct two-digit sums (default 5000), ``per_question`` pairs each, answers reversed: the toy
     task of ``make demo-rlhf``."""
-    return _build("addition", ("+",), count, rng, per_question, write=lambda value: str(value)[::-1])
+    return _build("addition", ("+",), count, rng, per_question, seed, write=lambda value: str(value)[::-1])
