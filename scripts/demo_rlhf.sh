@@ -39,10 +39,14 @@ step "3/8 pretraining (recipes/tiny/arith_pretrain.toml)"
 qwen pretrain $RUN/recipes/pretrain.toml --out $RUN/pretrain $(short_set train.val_every=0 checkpoint.every=0)
 
 step "4/8 ChatML fine-tuning on the training sums (recipes/tiny/arith_sft.toml)"
-qwen sft $RUN/recipes/sft.toml --out $RUN/sft $(short_set train.steps=180 train.val_every=0 checkpoint.every=60)
+qwen sft $RUN/recipes/sft.toml --out $RUN/sft $(short_set train.steps=300 train.val_every=0)
 
-step "5/8 a second held-out set for the reward model: the step-180 policy's own replies to the held-out questions"
-qwen rlhf sample-pairs $RUN/sft/checkpoints/step_000180 --prompts $RUN/pairs/prompts_test.jsonl \
+step "5/8 PPO's and DPO's start: the first SFT checkpoint with 25% of 200 training sums right (room above it)"
+START=$(qwen rlhf gold $RUN/sft/checkpoints/step_* --prompts $RUN/pairs/prompts.jsonl --limit 200 --system "" \
+  --max-new-tokens 4 --first-at-least 0.25) || { [[ $SHORT == 1 ]] && START=$RUN/sft/final; }
+echo "start: $START"
+echo "and a second held-out set for the reward model: that checkpoint's own replies to the held-out questions"
+qwen rlhf sample-pairs $START --prompts $RUN/pairs/prompts_test.jsonl \
   --out $RUN/samples_test.jsonl --samples 4 --max-new-tokens 4 --system ""
 
 step "6/8 reward model from the SFT model plus two new layers: gold sum vs near miss (recipes/tiny/arith_reward.toml)"
@@ -50,15 +54,15 @@ qwen rlhf reward $RUN/recipes/reward.toml --out $RUN/reward $(short_set rm.steps
 
 step "7/8 PPO against the reward model; held-out gold exact match before and after (recipes/tiny/arith_ppo.toml)"
 qwen rlhf ppo $RUN/recipes/ppo.toml --out $RUN/ppo \
-  $(short_set train.steps=8 ppo.value_only_steps=2 ppo.eval_limit=100 models.policy=$RUN/sft/checkpoints/step_000180)
+  --set models.policy=$START $(short_set train.steps=8 ppo.value_only_steps=2 ppo.eval_limit=100)
 
 step "8/8 DPO on the near-miss pairs; held-out gold exact match before and after (recipes/tiny/arith_dpo.toml)"
 qwen rlhf dpo $RUN/recipes/dpo.toml --out $RUN/dpo \
-  $(short_set train.steps=30 data.eval_limit=100 init.checkpoint=$RUN/sft/checkpoints/step_000180)
+  --set init.checkpoint=$START $(short_set train.steps=30 data.eval_limit=100)
 
 step "measured (floors in qwen_cli/rl/toy_report.py)"
 if [[ $SHORT == 1 ]]; then
-  echo "(--short: SFT to step 180, the reward model 60 steps, PPO 8, DPO 30; the numbers show the stages run, not the floors)"
+  echo "(--short: SFT 300 steps, the reward model 60, PPO 8, DPO 30; the numbers show the stages run, not the floors)"
   python -m qwen_cli.rl.toy_report $RUN --no-floors
 else
   python -m qwen_cli.rl.toy_report $RUN

@@ -1,4 +1,4 @@
-"""`qwen rlhf pairs | sample-pairs | reward | score | ppo | dpo`: alignment after SFT (report §3.2) — comparison
+"""`qwen rlhf pairs | sample-pairs | reward | score | gold | ppo | dpo`: alignment after SFT (report §3.2) — comparison
 data, reward model, PPO, DPO."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import typer
 
 from qwen_cli import terminal
 from qwen_cli.commands.options import greedy_command
+from qwen_cli.commands.rlhf_gold import gold
 from qwen_cli.commands.rlhf_pairs import pairs, sample_pairs
 
 RECIPE = typer.Argument(..., help="recipe TOML (e.g. recipes/tiny/reward.toml)")
@@ -133,12 +134,13 @@ def dpo(
 
 def register(app: typer.Typer) -> None:
     """Add ``qwen rlhf`` with its subcommands to the app."""
-    sub = typer.Typer(name="rlhf", help="Align a chat model: build comparison pairs (from data or the model's own samples), reward model (PMP + RM), PPO, DPO; score pairs.",
+    sub = typer.Typer(name="rlhf", help="Align a chat model: build comparison pairs (from data or the model's own samples), reward model (PMP + RM), PPO, DPO; score pairs and gold answers.",
                       no_args_is_help=True)
     sub.command("pairs")(pairs)
     sub.command("sample-pairs")(sample_pairs)
     sub.command("reward")(reward)
     sub.command("score", cls=greedy_command("--pairs"))(score)
+    sub.command("gold")(gold)
     sub.command("ppo")(ppo)
     sub.command("dpo")(dpo)
     app.add_typer(sub)
