@@ -48,3 +48,34 @@ def test_a_reward_phase_with_added_layers_trains_them_and_writes_a_deeper_reward
     assert not torch.equal(rm.backbone.layers[0].attn.qkv_proj.weight, first)  # the old blocks train too
     scores = json.loads((tmp_path / "run" / "scores.json").read_text())
     assert scores[0]["sets"]["separable"]["accuracy"] >= 0.95
+
+
+def _reward_sums(final, pairs_file) -> torch.Tensor:
+    """r_chosen + r_rejected of every test pair (0 for a reward model centred on each prompt)."""
+    from qwen_cli.data.chat_template import ChatTemplate
+    from qwen_cli.evaluation.reward.preference import load_test_pairs, pair_batch, pair_rewards
+    from qwen_cli.tokenizer import load_tokenizer
+
+    rm, tok = load_reward_model(final).eval(), load_tokenizer(str(final))
+    pairs = load_test_pairs(pairs_file, ChatTemplate(tok), 64)
+    with torch.no_grad():
+        chosen, rejected = pair_rewards(rm, pair_batch(pairs, tok.eot_id))
+    return chosen + rejected
+
+
+def test_center_coef_pulls_each_pairs_rewards_around_zero(tmp_path):
+    from qwen_cli.commands.rlhf import reward
+
+    base = tiny_checkpoint(tmp_path / "base")
+    train = separable_pairs(tmp_path / "train.jsonl", 120, seed=1)
+    test = separable_pairs(tmp_path / "separable.jsonl", 32, seed=2)
+    text = REWARD_RECIPE.format(base=base, test=test, train=train, pmp="", pmp_steps=0)
+    torch.set_num_threads(1)
+    sums = {}
+    for coef in (0.0, 1.0):
+        recipe = write_toml(tmp_path / f"reward{coef}.toml", text.replace("steps = 30\n", f"steps = 30\ncenter_coef = {coef}\n"))
+        assert reward(recipe, [], tmp_path / f"run{coef}", False, False, False) == 0
+        sums[coef] = _reward_sums(tmp_path / f"run{coef}" / "rm" / "final", test).abs().mean()
+        scores = json.loads((tmp_path / f"run{coef}" / "scores.json").read_text())
+        assert scores[0]["sets"]["separable"]["accuracy"] >= 0.95  # still separates the pairs
+    assert sums[1.0] < 0.5 * sums[0.0]  # measured: 0.59 vs 1.82

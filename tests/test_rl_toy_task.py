@@ -4,6 +4,7 @@ and the check that turns the demo red when a stage's headline number regresses."
 from __future__ import annotations
 
 import json
+import random
 import re
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from qwen_cli.errors import UserError
 from qwen_cli.rl import toy_report
 from qwen_cli.rl.pairs import build
+from qwen_cli.rl.pairs.arithmetic import digit_slip, near_misses
 from qwen_cli.rl.pairs.output import split, write
 
 
@@ -118,3 +120,25 @@ def test_the_default_of_one_near_miss_per_question_draws_what_it_drew_before_the
 def test_a_gain_of_exactly_the_floor_passes_whatever_the_floating_point_rounding():
     assert 0.35 - 0.25 < toy_report.PPO_GAIN  # 0.09999999999999998
     assert toy_report.failures({**MEASURED, "sft_gold": 0.25, "ppo_gold": 0.35}) == []
+
+
+@pytest.mark.parametrize(("value", "options"), [
+    (12, {10, 11, 13, 14, 15, 16, 17, 18, 19, 22, 32, 42, 52, 62, 72, 82, 92}),  # one digit replaced, either one
+    (105, {100, 101, 102, 103, 104, 106, 107, 108, 109, 115, 125, 135, 145, 155, 165, 175, 185, 195,
+           205, 305, 405, 505, 605, 705, 805, 905}),  # no leading zero
+    (-7, {0, -1, -2, -3, -4, -5, -6, -8, -9}),  # the sign kept
+])
+def test_a_digit_slip_replaces_one_digit_by_another(value, options):
+    assert {digit_slip(value, random.Random(seed)) for seed in range(3000)} == options
+
+
+def test_digit_slips_hit_every_position_equally_often():
+    rng = random.Random(0)
+    tens = sum(digit_slip(57, rng) % 10 == 7 for _ in range(4000))  # the units digit kept: the tens digit slipped
+    assert 1800 < tens < 2200
+
+
+def test_the_extra_near_misses_are_digit_slips():
+    misses = near_misses(57, 56, 8, random.Random(0))
+    assert misses[0] == 56 and len(set(misses)) == 8
+    assert all(len(str(m)) == 2 and sum(a != b for a, b in zip(str(m), "57", strict=True)) == 1 for m in misses[1:])

@@ -59,6 +59,9 @@ class PhaseSection:
     # not in the report: blocks appended on top of the starting model, each starting as the identity
     # (QwenModel.append_layers), for a reward model that must compute more than the model it reads
     added_layers: int = ranged(0, NON_NEGATIVE)
+    # not in the report: + center_coef · (r_chosen + r_rejected)² per pair (Eisenstein et al. 2023), so a
+    # prompt's rewards sit around 0 and a right reply to one prompt outscores a wrong reply to another
+    center_coef: float = ranged(0.0, NON_NEGATIVE)
 
 
 SECTIONS: dict[str, type] = {**BASE_SECTIONS, "data": PairDataSection, "pmp": PhaseSection, "rm": PhaseSection}
@@ -134,9 +137,10 @@ class RewardStage(PairStage):
 
     name = "reward"
 
-    def __init__(self, recipe: Recipe, data: PairData, tokenizer, added_layers: int = 0) -> None:
+    def __init__(self, recipe: Recipe, data: PairData, tokenizer, phase: PhaseSection) -> None:
         super().__init__(recipe)
-        self.data, self.tokenizer, self.added_layers = data, tokenizer, added_layers
+        self.data, self.tokenizer = data, tokenizer
+        self.added_layers, self.center_coef = phase.added_layers, phase.center_coef
 
     @property
     def seq_len(self) -> int:
@@ -165,7 +169,8 @@ class RewardStage(PairStage):
     def loss(self, model: ScalarHeadModel, batch: dict):
         chosen, rejected = pair_rewards(model, batch)
         margin = (chosen - rejected).detach()
-        return pairwise_loss(chosen, rejected).sum(), chosen.numel(), {
+        loss = pairwise_loss(chosen, rejected) + self.center_coef * (chosen + rejected) ** 2
+        return loss.sum(), chosen.numel(), {
             "accuracy": (margin > 0).float().mean(), "margin": margin.mean()}
 
     def write_model(self, directory: Path, state: dict[str, torch.Tensor], config: ModelConfig,
@@ -207,8 +212,8 @@ def train_phases(recipe: Recipe, out: Path, resume: bool, overwrite: bool, conso
         s = data.stats
         console.print(f"{phase}: {len(data.train):,} training pairs, {len(data.val):,} validation; "
                       f"{s.truncated} truncated to data.seq_len, {s.identical} dropped (chosen == rejected)")
-        added = getattr(recipe, phase).added_layers
-        result = run_stage(lambda r, data=data, added=added: RewardStage(r, data, tokenizer, added),
+        section = getattr(recipe, phase)
+        result = run_stage(lambda r, data=data, section=section: RewardStage(r, data, tokenizer, section),
                            phase_recipe(recipe, phase, len(data.train), init), out / phase,
                            resume=resume, overwrite=overwrite, console=console)
         if result.exit_code:

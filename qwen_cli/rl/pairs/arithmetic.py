@@ -35,14 +35,26 @@ def _question(rng: random.Random, symbols: tuple[str, ...]) -> tuple[str, int]:
     return f"What is {a} {symbol} {b}?", OPERATORS[symbol](a, b)
 
 
+def digit_slip(value: int, rng: random.Random) -> int:
+    """``value`` with one digit, at a position drawn uniformly, replaced by another (the sign kept, no leading zero).
+
+    Every digit is wrong equally often, so a reward model trained on these must check each one: with
+    the off-by-1-3 perturbations most misses differ in the units digit, which a model learns to check
+    long before the tens digit, whose check needs the carry."""
+    digits = str(abs(value))
+    i = rng.randrange(len(digits))
+    other = rng.choice([d for d in "0123456789" if d != digits[i] and not (i == 0 and d == "0" and len(digits) > 1)])
+    return (-1 if value < 0 else 1) * int(digits[:i] + other + digits[i + 1:])
+
+
 def near_misses(value: int, first: int, k: int, rng: random.Random) -> list[int]:
-    """``first`` and up to ``k - 1`` more distinct near misses of ``value`` from ``rng`` (fewer when it has fewer,
-    e.g. a one-digit answer)."""
+    """``first`` and up to ``k - 1`` more distinct near misses of ``value``: digit slips from ``rng`` (fewer when
+    it has fewer, e.g. a one-digit answer)."""
     found = [first]
     for _ in range(20 * k):
         if len(found) == k:
             break
-        miss = perturb_int(value, rng)
+        miss = digit_slip(value, rng)
         if miss not in found:
             found.append(miss)
     return found
