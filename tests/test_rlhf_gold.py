@@ -57,6 +57,8 @@ def test_first_at_least_prints_only_the_earliest_checkpoint_that_reaches_the_bar
     assert err.splitlines() == [f"{threes}  gold 25.0% of 4", f"{sevens}  gold 75.0% of 4"]  # stops at the first
     code, out, _ = run_qwen(*gold_args(threes, sevens, prompts=prompts, extra=["--first-at-least", "0.25"]))
     assert code == 0 and out == f"{threes}\n"  # reaching the bar exactly is enough
+    code, out, _ = run_qwen(*gold_args(threes, sevens, prompts=prompts, extra=["--first-at-least", "0.5", "--json"]))
+    assert code == 0 and out == f"{sevens}\n"  # still only the path, for $(...)
     code, out, err = run_qwen(*gold_args(threes, prompts=prompts, extra=["--first-at-least", "0.3"]))
     assert code == 1 and out == "" and "no checkpoint reaches gold 30.0%" in err
 
@@ -67,7 +69,7 @@ def test_bad_input_is_refused_in_one_line_before_any_model_runs(tmp_path, run_qw
     bad.write_text(json.dumps({"prompt": "Q?", "answer": "1"}) + "\n" + json.dumps({"prompt": "Hi"}) + "\n")
     code, _, err = run_qwen(*gold_args(model, prompts=bad))
     assert code == 2 and f"{bad}:2" in err and "answer" in err
-    code, _, err = run_qwen(*gold_args(tmp_path / "missing", prompts=prompts_file(tmp_path / "p.jsonl", ["1"])))
-    assert code == 2 and "missing: not a checkpoint directory" in err
+    code, out, err = run_qwen(*gold_args(model, tmp_path / "missing", prompts=prompts_file(tmp_path / "p.jsonl", ["1"])))
+    assert code == 2 and "missing: not a checkpoint directory" in err and out == ""  # refused before scoring the first
     code, _, err = run_qwen(*gold_args(model, prompts=tmp_path / "p.jsonl")[:-1], "128")
     assert code == 2 and "--max-new-tokens 128 leaves no room" in err
