@@ -10,16 +10,15 @@ from __future__ import annotations
 import inspect
 import json
 import random
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from rlhf_fixtures import PPO_RECIPE, prompt_file, tiny_checkpoint, tiny_reward_model, write_toml
+from rlhf_fixtures import prompt_file, tiny_checkpoint, tiny_reward_model
+from test_ppo_glue import make_run
 from test_rl_toy_task import MEASURED
 
 from qwen_cli.errors import UserError
-from qwen_cli.recipe import load_recipe
 from qwen_cli.rl import curves, toy_report
 from qwen_cli.rl import ppo as ppo_module
 from qwen_cli.rl import rollout as rollout_module
@@ -28,7 +27,6 @@ from qwen_cli.rl.pairs import arithmetic, build, mbpp, texts
 from qwen_cli.rl.pairs.benchmarks import wrong_final_answer
 from qwen_cli.rl.pairs.common import perturb_int
 from qwen_cli.rl.ppo import PPORun
-from qwen_cli.rl.ppo_config import SECTIONS
 from qwen_cli.rl.ppo_losses import masked_mean
 
 # each test takes about a second on one core (tiny models; the module fixture builds them once)
@@ -62,17 +60,6 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("mutation_rl")
     policy = tiny_checkpoint(root / "policy")
     return root, policy, tiny_reward_model(root / "reward", policy), prompt_file(root / "prompts.jsonl", 24, seed=0)
-
-
-def make_run(models, shards, tmp_path: Path, *overrides: str, value_only: int = 0, ptx: float = 0.0) -> PPORun:
-    _, policy, reward, prompts = models
-    text = PPO_RECIPE.format(policy=policy, reward=reward, prompts=prompts, shards=shards, steps=4,
-                             value_only=value_only, ptx=ptx)
-    torch.set_num_threads(1)
-    recipe = load_recipe(write_toml(tmp_path / "ppo.toml", text), ["ppo.eval_prompts=", *overrides], sections=SECTIONS)
-    run = PPORun(recipe, tmp_path / "run")
-    run._build()
-    return run
 
 
 class _Sampled(Exception):
