@@ -45,11 +45,14 @@ step "5/8 PPO's and DPO's start: the first SFT checkpoint with 25% of 200 traini
 START=$(qwen rlhf gold $RUN/sft/checkpoints/step_* --prompts $RUN/pairs/prompts.jsonl --limit 200 --system "" \
   --max-new-tokens 4 --first-at-least 0.25) || { [[ $SHORT == 1 ]] && START=$RUN/sft/final; }
 echo "start: $START"
-echo "and a second held-out set for the reward model: that checkpoint's own replies to the held-out questions"
+echo "its own replies, judged by the known answers: on the training questions for the reward model (report §3.2.1),"
+echo "on the held-out questions for scoring it"
+qwen rlhf sample-pairs $START --prompts $RUN/pairs/prompts.jsonl \
+  --out $RUN/samples_train.jsonl --samples 4 --max-new-tokens 4 --system "" --seed 1 $([[ $SHORT == 1 ]] && echo --limit 1000)
 qwen rlhf sample-pairs $START --prompts $RUN/pairs/prompts_test.jsonl \
   --out $RUN/samples_test.jsonl --samples 4 --max-new-tokens 4 --system ""
 
-step "6/8 reward model from the SFT model plus two new layers: gold sum vs near miss (recipes/tiny/arith_reward.toml)"
+step "6/8 reward model from the SFT model plus two new layers: gold sum vs near misses and vs the start's wrong samples (recipes/tiny/arith_reward.toml)"
 qwen rlhf reward $RUN/recipes/reward.toml --out $RUN/reward $(short_set rm.steps=60)
 
 step "7/8 PPO against the reward model; held-out gold exact match before and after (recipes/tiny/arith_ppo.toml)"
