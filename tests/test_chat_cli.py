@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ def rigged_checkpoint(path: Path, loop: bool) -> Path:
     chain = [tok.encode("\n")[0], *(tok.ranks[bytes([b])] for b in TEXT.encode())]
     chain.append(chain[1] if loop else tok.im_end_id)
     config = ModelConfig(vocab_size=tok.padded_vocab_size, hidden_size=16, num_layers=1, num_heads=2,
-                         intermediate_size=32, max_position_embeddings=8192)
+                         intermediate_size=32, max_position_embeddings=32768)
     model = bigram_model(config, zip(chain, chain[1:], strict=False))
     return save_model(path, model, tok)
 
@@ -89,9 +88,8 @@ def test_sigint_mid_reply_returns_to_the_prompt(ckpts, tmp_path):
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdin.write(b"go on forever\n")
     proc.stdin.flush()
-    first = os.read(proc.stdout.fileno(), 3)  # the reply is streaming
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    first = os.read(proc.stdout.fileno(), 3)  # the reply is streaming: interrupt it now (a warm machine writes
+    proc.send_signal(signal.SIGINT)            # the whole 32k-token window of this tiny model in well under a second)
     out, err = proc.communicate(f"/save {saved}\n".encode(), timeout=60)
     assert proc.returncode == 0, err.decode()
     assert b"[interrupted]" in err
@@ -99,7 +97,8 @@ def test_sigint_mid_reply_returns_to_the_prompt(ckpts, tmp_path):
     assert reply.endswith("\n") and set(reply.strip()) <= set(TEXT)  # whole characters only
     history = json.loads(saved.read_text())["messages"]
     assert [m["role"] for m in history] == ["system", "user", "assistant"]
-    assert history[2]["content"].startswith(TEXT) and len(history[2]["content"]) < 50_000
+    partial = history[2]["content"]
+    assert partial and (TEXT * 20_000).startswith(partial) and len(partial) < 10_000  # cut short (the window holds ~10,900)
 
 
 def test_reply_never_runs_past_the_context_window(ckpts):
