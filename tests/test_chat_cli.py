@@ -85,7 +85,8 @@ def test_sigint_mid_reply_returns_to_the_prompt(ckpts, tmp_path):
     _, loop = ckpts
     saved = tmp_path / "after.json"
     proc = subprocess.Popen([sys.executable, "-m", "qwen_cli.cli", "chat", str(loop), "--max-new-tokens", "100000"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job ignores it
     proc.stdin.write(b"go on forever\n")
     proc.stdin.flush()
     first = os.read(proc.stdout.fileno(), 3)  # the reply is streaming: interrupt it now (a warm machine writes
