@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from qwen_cli.agent.react import Episode, Step
 from qwen_cli.agent.tools import Observation
+from qwen_cli.data.preference import read_gold_questions
 from qwen_cli.errors import UserError
 from qwen_cli.evaluation.agent import code_interpreter
 from qwen_cli.evaluation.agent.code_interpreter import CodeTask, final_reply, mentions, score_episode
@@ -150,14 +151,24 @@ class _Model:
         return self
 
 
-def test_gold_accuracy_limit_zero_means_all_and_prompts_leave_room_for_the_reply(tmp_path, monkeypatch):
+def test_gold_questions_limit_zero_means_all_and_every_line_is_checked(tmp_path):
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"prompt": f"q{i}", "answer": str(i)}) + "\n" for i in range(3)))
+    prompts.write_text("".join(json.dumps({"prompt": f"q{i}", "answer": i}) + "\n" for i in range(3)))
+    questions = read_gold_questions(prompts, 0)
+    assert [answer for _, answer in questions] == ["0", "1", "2"]
+    assert questions[1][0] == [{"role": "user", "content": "q1"}]
+    assert len(read_gold_questions(prompts, 2)) == 2
+    prompts.write_text(prompts.read_text() + json.dumps({"prompt": "q3"}) + "\n")
+    with pytest.raises(UserError, match="prompts.jsonl:4"):
+        read_gold_questions(prompts, 1)  # the bad line lies past the limit: still checked
+
+
+def test_gold_accuracy_prompts_leave_room_for_the_reply(monkeypatch):
+    questions = [([{"role": "user", "content": f"q{i}"}], str(i)) for i in range(3)]
     monkeypatch.setattr(preference, "generate", lambda model, ids, n, **kw: [[i] for i in range(len(ids))])
     template = _Template()
-    assert preference.gold_accuracy(_Model(), template, prompts, 0, 30) == {"gold": 1.0, "prompts": 3}
+    assert preference.gold_accuracy(_Model(), template, questions, 30) == {"gold": 1.0, "prompts": 3}
     assert template.max_lens == [70, 70, 70]
-    assert preference.gold_accuracy(_Model(), _Template(), prompts, 2, 30)["prompts"] == 2
 
 
 def test_gold_exact_match_of_a_single_reply():

@@ -32,12 +32,12 @@ def gold(
     from qwen_cli import terminal
     from qwen_cli.checkpoint import load_model
     from qwen_cli.data.chat_template import ChatTemplate
-    from qwen_cli.data.preference import read_jsonl_records
+    from qwen_cli.data.preference import read_gold_questions
     from qwen_cli.errors import UserError
     from qwen_cli.evaluation.reward.preference import gold_accuracy
     from qwen_cli.tokenizer import load_tokenizer
 
-    read_jsonl_records(prompts, ("prompt", "answer"))  # every line checked before any model is loaded
+    questions = read_gold_questions(prompts, limit)  # every line checked before any model is loaded
     for checkpoint in checkpoints:
         if not checkpoint.is_dir():
             raise UserError(f"{checkpoint}: not a checkpoint directory")
@@ -47,7 +47,7 @@ def gold(
         if max_new_tokens >= model.config.max_position_embeddings:
             raise UserError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in {checkpoint}'s "
                             f"{model.config.max_position_embeddings}-token window")
-        result = gold_accuracy(model, ChatTemplate(load_tokenizer(checkpoint), system), prompts, limit, max_new_tokens)
+        result = gold_accuracy(model, ChatTemplate(load_tokenizer(checkpoint), system), questions, max_new_tokens)
         line = {"checkpoint": str(checkpoint), **result}
         if as_json and first_at_least is None:
             print(json.dumps(line))

@@ -88,6 +88,14 @@ def read_prompts(path: str | Path) -> list[tuple[list[Message], dict]]:
             for where, record in read_jsonl_records(path, ("prompt",))]
 
 
+def read_gold_questions(path: str | Path, limit: int = 0) -> list[tuple[list[Message], str]]:
+    """``(prompt messages, gold answer)`` of the first ``limit`` (0: all) lines of a ``{"prompt", "answer"}``
+    JSONL file; every line is checked, also those past ``limit``."""
+    questions = [(prompt_messages(record["prompt"], where), str(record["answer"]))
+                 for where, record in read_jsonl_records(path, ("prompt", "answer"))]
+    return questions[:limit] if limit else questions
+
+
 def reply_ids(template: ChatTemplate, reply: str) -> list[int]:
     """A reply as the model writes it after the assistant header: ``reply<|im_end|>``."""
     return [*template.tokenizer.encode(reply), template.tokenizer.im_end_id]

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from qwen_cli.checkpoint import load_model
 from qwen_cli.data.chat_template import ChatTemplate
-from qwen_cli.data.preference import read_prompts
+from qwen_cli.data.preference import read_gold_questions
 from qwen_cli.errors import UserError
 from qwen_cli.evaluation.reward.preference import gold_accuracy, reply_logprobs
 from qwen_cli.evaluation.reward.report import render, score_checkpoint
@@ -88,8 +88,9 @@ class DPOStage(PairStage, LanguageModelStage):
         template = ChatTemplate(self.tokenizer, recipe.data.default_system)
         self.data = PairData(recipe.data.train, template, recipe.data)
         check_test_sets(recipe.data.test, template, self.seq_len)
-        if recipe.data.eval_prompts:
-            read_prompts(recipe.data.eval_prompts)  # read now: a bad file stops the run before training
+        # read now: a bad file stops the run before training
+        self.gold_questions = (read_gold_questions(recipe.data.eval_prompts, recipe.data.eval_limit)
+                               if recipe.data.eval_prompts else [])
         self.reference: QwenModel | None = None
 
     @property
@@ -126,7 +127,7 @@ class DPOStage(PairStage, LanguageModelStage):
         if data.eval_prompts:
             template = ChatTemplate(self.tokenizer, data.default_system)
             for label, ckpt, result in zip(("before DPO", "after DPO"), checkpoints, results, strict=True):
-                result["gold"] = gold_accuracy(load_model(ckpt), template, data.eval_prompts, data.eval_limit,
+                result["gold"] = gold_accuracy(load_model(ckpt), template, self.gold_questions,
                                                data.eval_max_new_tokens)
                 console.print(f"held-out gold exact match {label}: {100 * result['gold']['gold']:.2f}% "
                               f"of {result['gold']['prompts']} ({data.eval_prompts})")

@@ -9,15 +9,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from qwen_cli.data.chat_format import Message
 from qwen_cli.data.chat_template import ChatTemplate
-from qwen_cli.data.preference import (
-    EncodedPair,
-    PairStats,
-    encode_pairs,
-    pair_batch,
-    read_pairs,
-    read_prompts,
-)
+from qwen_cli.data.preference import EncodedPair, PairStats, encode_pairs, pair_batch, read_pairs
 from qwen_cli.evaluation.harness.scoring import gsm8k_correct
 from qwen_cli.inference.generate import generate
 from qwen_cli.model import QwenModel
@@ -123,14 +117,12 @@ def ranking_accuracy(scores: torch.Tensor, right: list[bool]) -> float | None:
 
 
 @torch.no_grad()
-def gold_accuracy(model: QwenModel, template: ChatTemplate, prompts: str | Path, limit: int,
+def gold_accuracy(model: QwenModel, template: ChatTemplate, questions: list[tuple[list[Message], str]],
                   max_new_tokens: int) -> dict[str, float]:
-    """Greedy gold exact match on the first ``limit`` (0: all) prompts of a ``{"prompt", "answer"}`` JSONL file."""
-    records = [(messages, str(record["answer"])) for messages, record in read_prompts(prompts) if "answer" in record]
-    records = records[:limit] if limit else records
+    """Greedy gold exact match on ``(prompt messages, answer)`` questions (``read_gold_questions``)."""
     room = model.config.max_position_embeddings - max_new_tokens
-    ids = [template.prompt(messages, max_len=room) for messages, _ in records]
+    ids = [template.prompt(messages, max_len=room) for messages, _ in questions]
     replies = generate(model.eval(), ids, max_new_tokens, temperature=0.0, stop_ids=(template.tokenizer.im_end_id,),
                        seed=0)
-    return {"gold": exact_match(template.tokenizer, replies, [answer for _, answer in records]),
-            "prompts": len(records)}
+    return {"gold": exact_match(template.tokenizer, replies, [answer for _, answer in questions]),
+            "prompts": len(questions)}
