@@ -2,10 +2,10 @@
 # The alignment half of the report on a toy task a 0.9M-parameter model learns in minutes on 2 CPU
 # cores: two-digit sums ("What is 79 + 15?"), answered least significant digit first ("49"), scored
 # by exact match on 900 held-out questions no stage ever trains on. Pretraining and SFT teach the
-# arithmetic; a reward model learns to tell the gold sum from a near miss (report §3.2.1), and is also
-# scored on the wrong replies the step-180 SFT checkpoint samples for held-out questions; PPO against it
-# (§3.2.2) and DPO on the near-miss pairs start from that checkpoint (part-way: room above it) and must
-# raise held-out gold exact match. The last step prints every measured number and fails when
+# arithmetic; PPO and DPO start from the first SFT checkpoint with 25% of 200 training sums right
+# (part-way: room above it). A reward model learns to tell the gold sum from a near miss and from that
+# checkpoint's own wrong replies (report §3.2.1); PPO against it (§3.2.2) and DPO on the near-miss
+# pairs must raise held-out gold exact match. The last step prints every measured number and fails when
 # one misses its floor (qwen_cli/rl/toy_report.py; docs/rlhf.md has the last measured run). Everything
 # lands in runs/arith/; needs nothing from `make demo`.
 #
