@@ -11,6 +11,7 @@ import random
 
 import pytest
 
+from qwen_cli.agent.plain_replies import REPLIES
 from qwen_cli.agent.react import parse_reply
 from qwen_cli.agent.tools import code_of
 from qwen_cli.agent.traces import (
@@ -18,7 +19,6 @@ from qwen_cli.agent.traces import (
     FULL_KINDS,
     KINDS,
     OTHER_TOOLS,
-    REPLIES,
     Problem,
     benchmark_files,
     main,
@@ -133,6 +133,42 @@ def test_a_no_tool_record_has_no_action_and_its_final_answer_is_the_known_reply(
     assert seen_code_tool  # listing python does not mean calling it
 
 
+THIRD_PERSON = {"walks", "plays", "cooks", "visits", "watches", "cleans", "paints", "opens", "calls", "finishes"}
+
+
+def _split_sentence(sentence: str) -> tuple[str, str, str]:
+    subject = "My brother" if sentence.startswith("My brother ") else sentence.split()[0]
+    verb, rest = sentence[len(subject) + 1:].split(" ", 1)
+    return subject, verb, rest
+
+
+def test_advice_verse_and_past_tense_replies_answer_what_was_asked():
+    rng = random.Random(8)
+    seen = {"advice": 0, "verse": 0, "past": 0}
+    for _ in range(300):
+        reply = rng.choice(REPLIES)(rng)
+        question, answer = reply.question, reply.answer
+        if question.startswith(("Give me", "Any advice", "What should I keep")):
+            seen["advice"] += 1
+            wanted = 2 if question.startswith("Give me two") else 3
+            assert len(answer.removesuffix(".").split("; ")) == wanted and answer.endswith(".")
+        elif "rhym" in question or "verse" in question:
+            seen["verse"] += 1
+            first, second = answer.split("\n")
+            assert first.endswith(",") and second.endswith(".")
+        elif "past tense" in question:
+            seen["past"] += 1
+            subject, verb, rest = _split_sentence(question.split(": ", 1)[1])
+            if subject in ("She", "He", "My brother"):  # third person: walks, watches, finishes
+                assert verb in THIRD_PERSON
+                stem = verb[:-2] if verb.endswith(("ches", "shes")) else verb.removesuffix("s")
+                assert stem != verb
+            else:
+                stem = verb
+            assert answer == f"{subject} {stem}ed {rest}"
+    assert min(seen.values()) >= 20, seen
+
+
 def test_mixed_records_alternate_other_tool_and_no_tool_with_distinct_new_questions():
     taken = {"Hi there!", "Good morning!"}
     records = mixed_records(101, random.Random(6), taken)
@@ -148,6 +184,9 @@ def test_the_packaged_tool_use_benchmark_stays_held_out():
                        if ": Call this tool" in line}
     ours = mixed_records(300, random.Random(7))
     assert not packaged & {r["question"] for r in ours}
+    # nor the topics of its no-tool items (sleep tips, an autumn poem, a summary): those measure transfer
+    assert not [r["question"] for r in ours
+                if r["kind"] == "none" and any(w in r["question"].lower() for w in ("sleep", "autumn", "summar"))]
     assert not benchmark_tools & {t["name"] for r in ours for t in r["tools"]}
 
 

@@ -15,9 +15,10 @@ Trained on code questions alone, a model calls a tool for everything. So a share
   tools, so that a record fits 768 tokens); the reply calls that tool with a JSON
   input. These tools are descriptions only (nothing runs them, as in the tool-use benchmark): the
   observation is a made-up JSON result, left out of the loss, and the final answer reads it back.
-- *no tool*: a question that needs none (small talk, the meaning of a word, a simple fact, a plural
-  or capitals or alphabetical order, a one-digit sum), listed with 1-4 tools that do not fit (or 1-2 and the
-  code tool, half the time, never for the sums); the reply is a thought and ``Final Answer:`` with the
+- *no tool*: a question that needs none (:mod:`qwen_cli.agent.plain_replies`: small talk, the meaning
+  of a word, a simple fact, a plural or capitals or alphabetical order, a one-digit sum, everyday
+  advice, a short rhyme, a sentence put into the past tense), listed with 1-4 tools that do not fit
+  (or 1-2 and the code tool, half the time, never for the sums); the reply is a thought and ``Final Answer:`` with the
   known reply, no ``Action``.
 
     python -m qwen_cli.agent.traces --out DIR [--train N] [--test N] [--mix F] [--kinds K,...] [--compact] [--seed S]
@@ -51,6 +52,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from qwen_cli.agent.plain_replies import REPLIES, Reply
 from qwen_cli.agent.tools import PythonTool
 from qwen_cli.data.chat_template import DEFAULT_SYSTEM
 from qwen_cli.data.react import CODE_INTERPRETER_SPEC, TOOL_SPECS, ToolSpec, from_react
@@ -288,100 +290,6 @@ DOMAIN_TOOLS: tuple[tuple[ToolSpec, str, Callable[[random.Random], ToolQuestion]
      "I should switch the lights.", _lights),
 )
 OTHER_TOOLS = tuple(spec for spec, _, _ in DOMAIN_TOOLS)
-
-GREETINGS = (("Hi there!", "Hi! What can I do for you?"), ("Good morning!", "Good morning! How can I help?"),
-             ("Hey, nice to meet you.", "Nice to meet you too! What can I do for you?"),
-             ("Thanks a lot, that was helpful.", "You're welcome, glad it helped."),
-             ("Good evening, assistant.", "Good evening! What can I help you with?"),
-             ("What's your name?", "I'm an AI assistant."), ("Thank you!", "You're welcome!"),
-             ("Bye for now!", "Goodbye, have a nice day!"), ("Hello, can you hear me?", "Yes, I'm here. How can I help?"),
-             ("Good night!", "Good night, sleep well!"), ("Hey! What's up?", "Not much, I'm here to help. What do you need?"),
-             ("Nice to see you again.", "Nice to see you too! What can I do for you?"),
-             ("Are you a robot?", "I'm an AI assistant, a computer program."), ("Can you help me?", "Of course! What do you need?"),
-             ("I'm back.", "Welcome back! How can I help?"), ("Cheers, see you later!", "See you later!"))
-WORDS = (("enormous", "very large"), ("ancient", "very old, from long ago"), ("rapid", "very fast"),
-         ("fragile", "easily broken"), ("generous", "happy to give more than is expected"),
-         ("humid", "damp, with a lot of water in the air"), ("brave", "ready to face danger without fear"),
-         ("vacant", "empty, not in use"), ("timid", "shy and easily frightened"), ("fatigue", "great tiredness"),
-         ("synonym", "a word with the same meaning as another word"),
-         ("antonym", "a word with the opposite meaning of another word"), ("herbivore", "an animal that eats only plants"),
-         ("noun", "a word that names a person, place or thing"), ("verb", "a word for an action or a state"),
-         ("galaxy", "a huge system of stars held together by gravity"),
-         ("peninsula", "a piece of land almost surrounded by water"), ("glacier", "a slowly moving mass of ice"),
-         ("nocturnal", "active at night"), ("punctual", "on time"))
-FACTS = (("How many days are there in a week?", "There are 7 days in a week."),
-         ("How many legs does a spider have?", "A spider has 8 legs."),
-         ("What is the opposite of cold?", "The opposite of cold is hot."),
-         ("Which planet do we live on?", "We live on Earth."),
-         ("At what temperature in Celsius does water freeze?", "Water freezes at 0 degrees Celsius."),
-         ("How many minutes are in an hour?", "There are 60 minutes in an hour."),
-         ("What colour is grass?", "Grass is green."), ("How many months does a year have?", "A year has 12 months."),
-         ("What do bees make?", "Bees make honey."),
-         ("Which letter comes first in the English alphabet?", "The letter A comes first."),
-         ("How many sides does a triangle have?", "A triangle has 3 sides."),
-         ("Which season comes after winter?", "Spring comes after winter."),
-         ("What is frozen water called?", "Frozen water is called ice."),
-         ("How many hours does a day have?", "A day has 24 hours."),
-         ("What do you call a baby cat?", "A baby cat is called a kitten."),
-         ("How many wheels does a bicycle have?", "A bicycle has 2 wheels."),
-         ("What is the capital of Italy?", "The capital of Italy is Rome."),
-         ("Which language is spoken in Brazil?", "Portuguese is spoken in Brazil."),
-         ("How many continents are there?", "There are 7 continents."),
-         ("What is the opposite of up?", "The opposite of up is down."))
-PLURALS = (("mouse", "mice"), ("child", "children"), ("foot", "feet"), ("tooth", "teeth"), ("goose", "geese"),
-           ("woman", "women"), ("leaf", "leaves"), ("knife", "knives"), ("box", "boxes"), ("city", "cities"),
-           ("sheep", "sheep"), ("person", "people"), ("wolf", "wolves"), ("baby", "babies"), ("bus", "buses"))
-SHORT_WORDS = ("apple", "river", "candle", "zebra", "mango", "pencil", "violin", "garden", "tiger", "window",
-               "bridge", "lemon", "rocket", "forest", "cloud", "harbor")
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A question that needs no tool, the thought that says so, and its known reply."""
-
-    question: str
-    thought: str
-    answer: str
-    arithmetic: bool = False  # never offered the code tool
-
-
-def _greeting(rng: random.Random) -> Reply:
-    question, answer = rng.choice(GREETINGS)
-    return Reply(question, "The user is just being friendly; I reply without a tool.", answer)
-
-
-def _meaning(rng: random.Random) -> Reply:
-    i = rng.randrange(len(WORDS))
-    word, meaning = WORDS[i]
-    question = (f"What does '{word}' mean?", f"Define the word '{word}'.", f"What is the meaning of '{word}'?")[i % 3]
-    return Reply(question, "I know what this word means; no tool call is required.", f"'{word}' means {meaning}.")
-
-
-def _fact(rng: random.Random) -> Reply:
-    question, answer = rng.choice(FACTS)
-    return Reply(question, "This is common knowledge; no tool call is required.", answer)
-
-
-def _wording(rng: random.Random) -> Reply:
-    thought = "I can do this with the words given; no tool call is required."
-    form = rng.randrange(3)
-    if form == 0:
-        word, plural = rng.choice(PLURALS)
-        return Reply(f"What is the plural of '{word}'?", thought, f"The plural of '{word}' is '{plural}'.")
-    words = rng.sample(SHORT_WORDS, 2 if form == 1 else 3)
-    if form == 1:
-        return Reply(f"Write '{' '.join(words)}' in capital letters.", thought, " ".join(words).upper())
-    return Reply(f"Put these words in alphabetical order: {', '.join(words)}.", thought, ", ".join(sorted(words)))
-
-
-def _small_sum(rng: random.Random) -> Reply:
-    a, b = rng.randint(2, 9), rng.randint(2, 9)
-    word, value = rng.choice((("plus", a + b), ("times", a * b)))
-    return Reply(f"What is {a} {word} {b}?", "These numbers are small enough to work out in my head.",
-                 f"{a} {word} {b} is {value}.", arithmetic=True)
-
-
-REPLIES: tuple[Callable[[random.Random], Reply], ...] = (_greeting, _meaning, _fact, _wording, _small_sum)
 THOUGHT = "I should compute this exactly with Python."
 
 
