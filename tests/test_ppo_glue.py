@@ -198,6 +198,15 @@ def test_ppo_section_defaults_are_the_report_values_of_the_paper_recipes():
             assert getattr(paper, key) == value, (size, key)
 
 
+def test_the_toy_recipe_changes_only_what_the_toy_scale_needs():
+    """The KL bound of `make demo-rlhf` comes from the learning rate's decay, not from a larger KL
+    coefficient or a different reward normalisation: those stay the report's."""
+    toy = load_recipe(ROOT / "recipes" / "tiny" / "arith_ppo.toml", sections=SECTIONS)
+    kept = {"samples_per_prompt": 2, "kl_coef": 0.04, "reward_norm": "mean", "value_clip": 0.15, "top_p": 0.9}
+    assert {key: getattr(toy.ppo, key) for key in kept} == kept
+    assert (toy.schedule.decay, toy.schedule.min_lr_ratio) == ("linear", 0.0)
+
+
 def test_gold_exact_match_reads_each_whole_reply():
     from rlhf_fixtures import byte_tokenizer
 
