@@ -9,7 +9,7 @@
 #   3. a summary table, then `qwen chat --tools python` on the tuned model must answer
 #      2**100 mod 97 (= 16), else the script fails.
 # Not part of CI. Sizes are environment variables (defaults: the run in docs/real-model.md):
-#   RUN=runs/smollm2 TRACES_TRAIN=320 TRACES_TEST=80 TRACES_MIX=0.5 SFT_STEPS=32 GEN_TOKS=160
+#   RUN=runs/smollm2 TRACES_TRAIN=320 TRACES_TEST=80 TRACES_MIX=0.5 SFT_STEPS=64 GEN_TOKS=160
 #   DPO_QUESTIONS=700 DPO_STEPS=24
 # RUN is replaced. Set OMP_NUM_THREADS to share the cores; everything runs on the CPU.
 set -euo pipefail
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 QWEN=${QWEN:-$([ -x .venv/bin/qwen ] && echo .venv/bin/qwen || echo qwen)}
 PY=${PY:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python)}
 RUN=${RUN:-runs/smollm2}
-TRACES_TRAIN=${TRACES_TRAIN:-320} TRACES_TEST=${TRACES_TEST:-80} TRACES_MIX=${TRACES_MIX:-0.5} SFT_STEPS=${SFT_STEPS:-32}
+TRACES_TRAIN=${TRACES_TRAIN:-320} TRACES_TEST=${TRACES_TEST:-80} TRACES_MIX=${TRACES_MIX:-0.5} SFT_STEPS=${SFT_STEPS:-64}
 GEN_TOKS=${GEN_TOKS:-160} DPO_QUESTIONS=${DPO_QUESTIONS:-700} DPO_STEPS=${DPO_STEPS:-24}
 START=$SECONDS
 step() { echo; echo "== [$((SECONDS - START)) s] $*"; }
