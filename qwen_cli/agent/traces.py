@@ -18,8 +18,8 @@ Trained on code questions alone, a model calls a tool for everything. So a share
 - *no tool*: a question that needs none (:mod:`qwen_cli.agent.plain_replies`: small talk, the meaning
   of a word, a simple fact, a plural or capitals or alphabetical order, a one-digit sum, everyday
   advice, a short rhyme, a sentence put into the past tense), listed with 1-4 tools that do not fit
-  (or 1-2 and the code tool, half the time, never for the sums); the reply is a thought and ``Final Answer:`` with the
-  known reply, no ``Action``.
+  (or 1-2 and the code tool, half the time, never for the sums); the reply is a thought and
+  ``Final Answer:`` with the known reply, no ``Action``.
 
     python -m qwen_cli.agent.traces --out DIR [--train N] [--test N] [--mix F] [--kinds K,...] [--compact] [--seed S]
 
