@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import ROOT, TINY_OVERRIDES, TINY_RECIPE, final_weights, kill_after_step, tiny_recipe
+from train_fixtures import ROOT, TINY_OVERRIDES, TINY_RECIPE, final_weights, run_cli_until_killed, tiny_recipe
 
 import qwen_cli
 from qwen_cli.checkpoint import train_state as ts
@@ -85,20 +85,23 @@ def test_resume_may_change_reporting_saving_and_validation(shards, reference, tm
     assert "val_batches = 1" in (out / "recipe.toml").read_text()
 
 
-def _run_cli(out: Path, shards: Path, *extra: str) -> subprocess.Popen:
+def _cli_args(out: Path, shards: Path, *extra: str) -> list[str]:
     sets = [arg for item in (*TINY_OVERRIDES, f"data.shards={shards}") for arg in ("--set", item)]
+    return ["pretrain", str(TINY_RECIPE), *sets, "--out", str(out), *extra]
+
+
+def _run_cli(out: Path, shards: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "qwen_cli.cli", "pretrain", str(TINY_RECIPE), *sets,
-                             "--out", str(out), *extra], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-m", "qwen_cli.cli", *_cli_args(out, shards, *extra)], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.mark.slow
 def test_sigkill_between_checkpoints_then_resume_is_bit_exact(shards, reference, tmp_path):
     out = tmp_path / "run"
-    proc = _run_cli(out, shards, "--set", "train.steps=8")
-    kill_after_step(proc, out / "metrics.jsonl", 5, timeout=120)  # checkpoint 4 exists, step 6's does not
-    assert not (out / "final").exists()
+    # log every step, so the kill lands after step 5: checkpoint 4 exists, step 6's does not
+    run_cli_until_killed(_cli_args(out, shards, "--set", "logging.log_every=1"), 5)
+    assert [s for s, _ in ts.list_checkpoints(out)] == [2, 4] and not (out / "final").exists()
     resumed = _run_cli(out, shards, "--resume")
     _, err = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, err

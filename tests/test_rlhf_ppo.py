@@ -13,7 +13,7 @@ import pytest
 import torch
 from rlhf_fixtures import PPO_RECIPE, prompt_file, tiny_checkpoint, tiny_reward_model, write_toml
 from safetensors.torch import load_file
-from train_fixtures import kill_after_step
+from train_fixtures import run_cli_until_killed
 
 from qwen_cli.recipe import load_recipe
 from qwen_cli.rl.ppo import PPORun
@@ -134,8 +134,8 @@ def test_sigkill_then_resume_is_bit_exact(models, shards, tmp_path):
     recipe = ppo_recipe(models, shards, tmp_path / "ppo.toml", steps=6, value_only=1)
     assert run_ppo(recipe, tmp_path / "reference")[0] == 0
     out = tmp_path / "run"
-    proc = _ppo_cli(recipe, out)
-    kill_after_step(proc, out / "metrics.jsonl", 3)  # checkpoint 2 exists, step 4's does not
+    run_cli_until_killed(["rlhf", "ppo", str(recipe), "--out", str(out)], 3)  # checkpoint 2 exists, step 4's does not
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000002"]
     assert not (out / "final").exists()
     resumed = _ppo_cli(recipe, out, "--resume")
     _, err = resumed.communicate(timeout=300)

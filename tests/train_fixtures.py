@@ -6,10 +6,11 @@ interpreter's installation (local, deterministic for a given Python build).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import time
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from qwen_cli.data.encode import encode_corpus
@@ -52,15 +53,13 @@ def final_weights(run_dir: Path) -> bytes:
     return (run_dir / "final" / "model.safetensors").read_bytes()
 
 
-def kill_after_step(proc, metrics: Path, step: int, timeout: float = 180) -> None:
-    """SIGKILL ``proc`` as soon as ``metrics`` (a run's metrics.jsonl) has logged ``step``."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if metrics.exists() and any(json.loads(x)["step"] >= step for x in metrics.read_text().splitlines() if x):
-            break
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
+def run_cli_until_killed(args: list[str], step: int, timeout: float = 300) -> None:
+    """Run ``qwen *args`` until it SIGKILLs itself right after ``metrics.jsonl`` logs ``step``
+    (``sigkill_at_step.py``); fails if the run ends any other way."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "sigkill_at_step.py"), str(step), *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
 
 
 def free_port() -> int:
