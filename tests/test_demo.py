@@ -132,3 +132,18 @@ def test_a_missing_stage_output_fails_the_report(tmp_path):
     (run / "tool" / "episodes.jsonl").unlink()
     with pytest.raises(FileNotFoundError):
         _report_module().table(run)
+
+
+@pytest.mark.parametrize("rm_accuracy", [0.553, 0.952])
+def test_the_alignment_line_says_why_a_short_run_cannot_gain(tmp_path, monkeypatch, rm_accuracy):
+    report = _report_module()
+    numbers = {"rm_accuracy": rm_accuracy, "rm_sample_accuracy": 0.5, "sft_gold": 0.47, "ppo_gold": 0.21,
+               "ppo_max_kl": 0.5, "dpo_gold_before": 0.47, "dpo_gold": 0.42}
+    monkeypatch.setattr(report, "alignment_numbers", lambda _: numbers)
+    monkeypatch.setattr(report, "ARITH", tmp_path)
+    (tmp_path / "reward" / "rm").mkdir(parents=True)
+    (tmp_path / "reward" / "rm" / "recipe.toml").write_text("[rm]\nsteps = 60\n")
+    lines = report.alignment(tmp_path)
+    assert lines[1] == "PPO: held-out gold exact match 47.0% -> 21.0% (max KL 0.500)"
+    short = "below the 90% PPO needs after this short run's 60 steps; `make demo-rlhf` trains it for 3,500 and"
+    assert (short in lines[-1]) == (rm_accuracy < 0.9) and len(lines) == (4 if rm_accuracy < 0.9 else 3)
