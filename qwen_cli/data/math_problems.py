@@ -11,7 +11,8 @@ than patched, and the other modules run unchanged.
 Problems are drawn as the package's own ``generate.py`` draws them: ``modules.train`` at the
 chosen difficulty (``easy``/``medium``/``hard``: the lower, middle or upper third of the entropy
 range, as for the published ``train-easy`` ... files), questions over 160 characters and answers
-over 30 dropped and drawn again. Seeding NumPy and ``random`` makes the draw reproducible.
+over 30 dropped and drawn again. Seeding NumPy, ``random`` and sympy's own generator (which
+``randprime`` draws from) makes the draw reproducible across processes.
 """
 
 from __future__ import annotations
@@ -101,8 +102,11 @@ def generate(names: list[str], per_module: int, seed: int, level: str = "easy",
     unknown = [name for name in names if name not in available]
     if unknown:
         raise UserError(f"unknown mathematics-dataset module {unknown[0]!r} (known: {', '.join(available)})")
+    from sympy.core import random as sympy_random  # importable once modules() has loaded the generator
+
     random.seed(seed)
     np.random.seed(seed)
+    sympy_random.seed(seed)  # sympy's own generator (randprime, ...), seeded from the OS when imported
     problems: list[Problem] = []
     failed: dict[str, str] = {}
     for name in names or list(available):
