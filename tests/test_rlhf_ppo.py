@@ -15,6 +15,7 @@ from rlhf_fixtures import PPO_RECIPE, prompt_file, tiny_checkpoint, tiny_reward_
 from safetensors.torch import load_file
 from train_fixtures import run_cli_until_killed
 
+from qwen_cli.checkpoint import train_state as ts
 from qwen_cli.recipe import load_recipe
 from qwen_cli.rl.ppo import PPORun
 from qwen_cli.rl.ppo_config import SECTIONS
@@ -135,7 +136,7 @@ def test_sigkill_then_resume_is_bit_exact(models, shards, tmp_path):
     assert run_ppo(recipe, tmp_path / "reference")[0] == 0
     out = tmp_path / "run"
     run_cli_until_killed(["rlhf", "ppo", str(recipe), "--out", str(out)], 3)  # checkpoint 2 exists, step 4's does not
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000002"]
+    assert [step for step, _ in ts.list_checkpoints(out)] == [2]
     assert not (out / "final").exists()
     resumed = _ppo_cli(recipe, out, "--resume")
     _, err = resumed.communicate(timeout=300)
